@@ -22,6 +22,7 @@ PROBES: dict[str, str] = {
     "counterfactual": "audit.probes.counterfactual:run",
     "decisions": "audit.probes.decisions:run",
     "shift": "audit.probes.shift:run",
+    "honest": "audit.probes.honest:run",
     "rl": "audit.rl.probe:run",
 }
 

@@ -1,0 +1,9 @@
+"""The HONEST probe (Nozza et al., NAACL 2021) with the race/religion substitution of Das et al. (2024).
+
+Modules: `templates` (template files), `hurtlex` (lexicon + reference-exact scorer), `identities`
+(substitution lists), `options` (typed options), `probe` (the run).
+"""
+
+from .probe import run
+
+__all__ = ["run"]
