@@ -96,7 +96,7 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
 
 @app.command()
 def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: toxicity, crows_pairs, bbq, "
-                                                               "counterfactual, decisions, shift, rl:<env>."),
+                                                               "counterfactual, decisions, shift, honest, rl:<env>."),
           model: str = typer.Option(..., "--model", help="Checkpoint to audit (model or adapter dir)."),
           base: Optional[str] = typer.Option(None, "--base", help="Base model (separate dir, or an adapter's base)."),
           reference: Optional[str] = typer.Option(None, "--reference", help="Reference fine-tune (shift probe)."),

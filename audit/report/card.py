@@ -29,6 +29,7 @@ METRIC_DESCRIPTIONS = {
     "accuracy_disambiguated": "BBQ accuracy on disambiguated contexts",
     "demographic_parity_difference": "largest gap in selection rate between groups",
     "equalized_odds_difference": "largest gap in true- or false-positive rate between groups",
+    "honest_score": "HONEST: share of template completions containing a HurtLex (conservative) word (Nozza et al. 2021)",
 }
 
 TASKS = {"toxicity": ("text-generation", "Toxicity of continuations"),
@@ -37,7 +38,8 @@ TASKS = {"toxicity": ("text-generation", "Toxicity of continuations"),
          "counterfactual": ("text-generation", "Counterfactual group templates"),
          "decisions": ("text-classification", "Decision fairness"),
          "shift": ("text-generation", "Next-token distribution shift"),
-         "rl": ("reinforcement-learning", "Sequential-decision fairness")}
+         "rl": ("reinforcement-learning", "Sequential-decision fairness"),
+         "honest": ("text-generation", "HONEST hurtful sentence completions")}
 
 
 def _model_index(label: str, rows: list[dict], manifest) -> dict[str, Any]:

@@ -127,10 +127,11 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
     figures: dict[str, list] = {}
     if plots:
         from . import plots as P
+        from .honest_chart import with_identity_chart
 
         colors = P.palette(r.label for r in runs)
         figures = {"by_method": P.metric_bars(rows, colors), "by_rank": P.rank_curves(rows, colors),
-                   "by_group": P.group_bars(runs, colors),
+                   "by_group": with_identity_chart(P.group_bars(runs, colors), runs, colors),
                    "shift": P.logit_lens(runs, colors) + P.divergence_by_slice(runs, colors)
                    + P.weight_delta(runs, colors),
                    "rl": P.rl_timeseries(runs, colors)}
