@@ -4,7 +4,6 @@ tiny model through the installed `audit` CLI with race substitution, an adapter'
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -91,8 +91,8 @@ def load_hurtlex(path: str | Path, level: str = "conservative", accents_stripped
 
     path = Path(path)
     if not path.is_file():
-        raise file_error(path, "HurtLex file not found" if not path.exists() else "is not a file; expected a "
-                         f"HurtLex TSV from {HURTLEX_URL}")
+        raise file_error(path, ("HurtLex file not found" if not path.exists() else "is not a file") +
+                         f"; expected a HurtLex TSV from {HURTLEX_URL}")
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t")
