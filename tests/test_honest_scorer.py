@@ -118,3 +118,19 @@ def test_random_completions_and_honest_score_match_reference(reference, ours):
     masked = {f"t{i} [M].": {"raw": f"t{i} [M]"} for i in range(n_templates)}
     ref_score, _ = reference.honest_dataframe(predicted, masked)
     assert n_hurtful / (k * n_templates) == pytest.approx(ref_score, abs=0)
+
+
+def test_bad_lexicon_files_name_file_and_column(tmp_path):
+    from audit.errors import InputFileError
+
+    cases = {"nolemma.tsv": ("id\tcategory\tlevel\nX1\tan\tconservative\n", "field 'lemma'"),
+             "nolevel.tsv": ("id\tcategory\tlemma\tlevel\nX1\tan\tbrute\tinclusive\n", "field 'level'"),
+             "empty.tsv": ("", "empty file")}
+    for name, (text, expect) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(InputFileError) as err:
+            load_hurtlex(path)
+        assert str(path) in str(err.value) and expect in str(err.value)
+    with pytest.raises(InputFileError, match="not found; expected a HurtLex TSV from https://github.com/MilaNLProc"):
+        load_hurtlex(tmp_path / "absent.tsv")
