@@ -318,6 +318,12 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     """
     import torch
 
+    from .runtime import check_device, current
+
+    dtype = dtype if dtype is not None else current().dtype  # --dtype / --device set for a whole command
+    device = device if device is not None else current().device
+    if device:
+        check_device(device)
     directory = resolve_checkpoint(path, dtype=dtype)
     is_adapter = (directory / "adapter_config.json").exists()
     if not is_adapter and not (directory / "config.json").exists():
