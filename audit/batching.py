@@ -148,3 +148,19 @@ def run_with_halving(fn: Callable[[int], T], plan: BatchPlan, where: str,
 
 def optional_plan(requested: Optional[BatchSize], default: int) -> BatchSize:
     return default if requested is None else parse_batch_size(requested)
+
+
+def finetune_halving(finetune: Callable[..., T], fields: dict[str, Any]) -> T:
+    """`audit finetune --batch-size auto`: the effective batch (batch_size x grad_accum) is a hyper-parameter,
+    so it is kept; on out-of-memory the micro-batch halves and grad_accum doubles, and the run restarts
+    (nothing is written before the first step, and a stale interrupted run is replaced)."""
+    import sys
+
+    start = int(fields.get("batch_size") or 8)
+    accum = int(fields.get("grad_accum") or 1)
+    plan = BatchPlan(requested=AUTO, size=start, how="config batch, halved on out-of-memory with grad_accum doubled")
+
+    def attempt(size: int) -> T:
+        return finetune(**{**fields, "batch_size": size, "grad_accum": accum * max(1, start // size)})
+
+    return run_with_halving(attempt, plan, "finetune", say=lambda m: print(m, file=sys.stderr))

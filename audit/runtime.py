@@ -72,3 +72,30 @@ def using(dtype: Optional[str] = None, device: Optional[str] = None,
         yield opts
     finally:
         _CURRENT.reset(token)
+
+
+def training_device(device: Optional[str]) -> None:
+    """Point the fine-tuning loop (accelerate) at `device` for this process: `cpu` sets ACCELERATE_USE_CPU,
+    `cuda:N` sets CUDA_VISIBLE_DEVICES=N before CUDA starts (so it must run before any model is loaded)."""
+    import os
+
+    if not device:
+        return
+    if device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", device[5:])
+        device = "cuda"
+    check_device(device)
+
+
+def mixed_precision_for(dtype: Optional[str]) -> Optional[str]:
+    """--dtype for fine-tuning: master weights stay float32, the forward/backward autocasts (accelerate)."""
+    if dtype in (None,):
+        return None
+    if dtype == "auto":
+        import torch
+
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[dtype]

@@ -15,7 +15,11 @@ def register(app: typer.Typer) -> None:
              quick: bool = typer.Option(False, "--quick", help="Fewer ranks, steps and samples (about 3 minutes)."),
              model: Optional[Path] = typer.Option(None, "--model", help="Your own causal LM directory: skip "
                                                                          "pre-training, fine-tune and audit it."),
-             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes.")):
+             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes."),
+             dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16 "
+                                                                       "(models loaded for probing)."),
+             device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+             batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Probe batch size, or 'auto'.")):
         """Pre-train a small model with planted toxicity and bias, fine-tune it every way, audit, report."""
         from rich.console import Console
 
@@ -24,7 +28,11 @@ def register(app: typer.Typer) -> None:
 
         if model is not None and not Path(model).is_dir():
             raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory")
-        summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
+        from ..runtime import training_device, using
+
+        training_device(device)
+        with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these
+            summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
         console = Console()
         console.print(summary_table(summary))
         console.print(f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}")
