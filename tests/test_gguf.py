@@ -142,6 +142,21 @@ def test_interrupted_conversion_leaves_nothing_that_looks_finished(tmp_path, tin
     assert not target.exists() and not any(target.parent.glob(".converting-*"))
 
 
+def run_main(monkeypatch, capsys, *args) -> subprocess.CompletedProcess:
+    """The CLI entry point (audit.cli.main) in-process: the same code path as the executable, without paying
+    a Python start-up per case (the executable itself is exercised by the truncated-file test)."""
+    from audit import cli
+
+    monkeypatch.setattr(sys, "argv", ["audit", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def _one_line_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -158,19 +173,19 @@ def test_truncated_gguf_is_a_one_line_error(tmp_path, tiny_gguf):
     _one_line_error(audit_cli("info", bad), str(bad), "truncated")
 
 
-def test_not_a_gguf_is_a_one_line_error(tmp_path):
+def test_not_a_gguf_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"PK\x03\x04 this is a zip, not a GGUF" * 10)
-    _one_line_error(audit_cli("info", bad), str(bad), "not a readable GGUF")
+    _one_line_error(run_main(monkeypatch, capsys, "info", bad), str(bad), "not a readable GGUF")
 
 
-def test_header_cut_mid_table_is_a_one_line_error(tmp_path, tiny_gguf):
+def test_header_cut_mid_table_is_a_one_line_error(tmp_path, tiny_gguf, monkeypatch, capsys):
     bad = tmp_path / "head.gguf"
     bad.write_bytes(tiny_gguf.read_bytes()[:100])
-    _one_line_error(audit_cli("info", bad), str(bad))
+    _one_line_error(run_main(monkeypatch, capsys, "info", bad), str(bad))
 
 
-def test_unsupported_architecture_names_file_and_supported_list(tmp_path):
+def test_unsupported_architecture_names_file_and_supported_list(tmp_path, monkeypatch, capsys):
     import gguf
 
     path = tmp_path / "bert.gguf"
@@ -181,23 +196,23 @@ def test_unsupported_architecture_names_file_and_supported_list(tmp_path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    line = _one_line_error(audit_cli("info", path), str(path), "'bert'", "supported:", "llama")
+    line = _one_line_error(run_main(monkeypatch, capsys, "info", path), str(path), "'bert'", "supported:", "llama")
     assert "cannot be loaded" in line
 
 
-def test_directory_with_two_ggufs_asks_for_one(tmp_path, tiny_gguf):
+def test_directory_with_two_ggufs_asks_for_one(tmp_path, tiny_gguf, monkeypatch, capsys):
     shutil.copy(tiny_gguf, tmp_path / "a.gguf")
     shutil.copy(tiny_gguf, tmp_path / "b.gguf")
-    _one_line_error(audit_cli("info", tmp_path), str(tmp_path), "2 GGUF files")
+    _one_line_error(run_main(monkeypatch, capsys, "info", tmp_path), str(tmp_path), "2 GGUF files")
 
 
-def test_info_shows_quant_type_and_hash(tiny_gguf):
+def test_info_shows_quant_type_and_hash(tiny_gguf, monkeypatch, capsys):
     from audit import gguf as audit_gguf
 
-    proc = audit_cli("info", tiny_gguf, "--json")
+    proc = run_main(monkeypatch, capsys, "info", tiny_gguf, "--json")
     assert proc.returncode == 0, proc.stderr
     desc = json.loads(proc.stdout)
     assert desc["gguf"]["sha256"] == audit_gguf.inspect(tiny_gguf).sha256
     assert desc["gguf"]["quant_type"] == "F32" and desc["gguf"]["path"] == str(tiny_gguf.resolve())
-    table = audit_cli("info", tiny_gguf)
+    table = run_main(monkeypatch, capsys, "info", tiny_gguf)
     assert table.returncode == 0 and "gguf quantization" in table.stdout and "F32" in table.stdout
