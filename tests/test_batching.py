@@ -120,3 +120,27 @@ def test_finetune_auto_keeps_the_effective_batch():
 
     assert batching.finetune_halving(fake_finetune, {"batch_size": 8, "grad_accum": 1}) == "done"
     assert calls == [(8, 1), (4, 2), (2, 4)]
+
+
+def test_finetune_flags_reach_the_run(tmp_path, tiny_llama_dir, tiny_tokenizer, monkeypatch):
+    """`audit finetune --dtype float32 --device cpu --batch-size auto`: runs, and the manifest shows the
+    micro-batch, the accumulation and the compute dtype (mixed precision off for float32)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from audit.cli import app
+    from conftest import equal_length_texts_jsonl
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "false")  # --device cpu sets it; undone after the test
+    data = equal_length_texts_jsonl(tiny_tokenizer, "The nurse said {} to the old man.", tmp_path / "train.jsonl")
+    res = CliRunner().invoke(app, ["finetune", "--method", "lora", "--model", str(tiny_llama_dir), "--data", str(data),
+                                   "--out", str(tmp_path / "ft"), "--steps", "2", "--rank", "2",
+                                   "--dtype", "float32", "--device", "cpu", "--batch-size", "auto"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "ft" / "manifest.json").read_text())
+    assert m["config"]["batch_size"] == 8 and m["config"]["grad_accum"] == 1
+    assert m["config"]["mixed_precision"] == "no"
+    bad = CliRunner().invoke(app, ["finetune", "--method", "lora", "--model", str(tiny_llama_dir), "--data", str(data),
+                                   "--out", str(tmp_path / "ft2"), "--dtype", "float8"])
+    assert bad.exit_code != 0 and "--dtype float8" in str(bad.exception)

@@ -24,12 +24,18 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..errors import file_error
+        from ..gguf import find_gguf
+        from ..packaged_models import resolve as packaged
+        from ..runtime import training_device, using
         from .demo import run_demo, summary_table
 
-        if model is not None and not Path(model).is_dir():
-            raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory")
-        from ..runtime import training_device, using
+        if model is not None and (find_gguf(model) or packaged(str(model))):
+            from ..models import resolve_checkpoint
 
+            model = resolve_checkpoint(str(model), dtype=dtype)  # a GGUF file / packaged model: converted once
+        if model is not None and not Path(model).is_dir():
+            raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory "
+                                    "(or a .gguf file, or a name from `audit models`)")
         training_device(device)
         with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these
             summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
