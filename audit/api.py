@@ -102,7 +102,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             return runners[shown](ctx)
 
         t0 = time.time()
-        with chat_template.applied(chat):  # loglik and generation wrap prompts while it is set
+        audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
+        with chat_template.applied(chat, audited):  # loglik and generation wrap these models' prompts
             result: ProbeResult = batching.run_with_halving(run_one, plan, f"probe {shown}", say=_say)
         result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
         result.batch_size = plan.size

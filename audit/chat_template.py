@@ -15,9 +15,10 @@ wrapping follows lm-eval (`TemplateLM` / `HFLM`, `Task.fewshot_context`):
 Rendered text already holds the template's special tokens (BOS included, when the template writes one), so
 templated text is tokenised with `add_special_tokens=False`.
 
-While a run applies a template, `active()` returns it: `audit.loglik` and `audit.generation` read it, so
-every probe is covered without each probe knowing. The checkpoint's template is used for every model in the
-run (base and reference too), so paired comparisons see identical prompt text.
+While a run applies a template, `active(model)` returns it for the audited models: `audit.loglik` and
+`audit.generation` read it, so every probe is covered without each probe knowing, while a scorer's or
+judge's own model is left alone. The checkpoint's template is used for every audited model in the run
+(base and reference too), so paired comparisons see identical prompt text.
 """
 
 from __future__ import annotations
@@ -107,18 +108,26 @@ def for_handle(handle, system_prompt: Optional[str] = None) -> ChatFormat:
 
 NOT_APPLIED: dict[str, Any] = {"applied": False, "sha256": None, "system_prompt": None, "source": None}
 
-_ACTIVE: contextvars.ContextVar[Optional[ChatFormat]] = contextvars.ContextVar("audit_chat_format", default=None)
+# (format, ids of the models it applies to, or None for every model)
+_ACTIVE: contextvars.ContextVar[tuple[Optional[ChatFormat], Optional[frozenset[int]]]] = \
+    contextvars.ContextVar("audit_chat_format", default=(None, None))
 
 
-def active() -> Optional[ChatFormat]:
-    """The chat format applied to prompts right now (None outside `applied(...)`)."""
-    return _ACTIVE.get()
+def active(model: Any = None) -> Optional[ChatFormat]:
+    """The chat format applied to `model`'s prompts right now (None outside `applied(...)`, and None for a
+    model the block does not cover, e.g. a scorer's or a judge's own language model)."""
+    fmt, targets = _ACTIVE.get()
+    if fmt is None or targets is None or model is None:
+        return fmt
+    return fmt if id(model) in targets else None
 
 
 @contextlib.contextmanager
-def applied(fmt: Optional[ChatFormat]) -> Iterator[Optional[ChatFormat]]:
-    """Apply `fmt` to every generation prompt and log-likelihood request inside the block."""
-    token = _ACTIVE.set(fmt)
+def applied(fmt: Optional[ChatFormat], models: Optional[Sequence[Any]] = None) -> Iterator[Optional[ChatFormat]]:
+    """Apply `fmt` to every generation prompt and log-likelihood request of `models` (all, when None)
+    inside the block."""
+    targets = frozenset(id(m) for m in models if m is not None) if models is not None else None
+    token = _ACTIVE.set((fmt, targets))
     try:
         yield fmt
     finally:

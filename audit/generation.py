@@ -173,7 +173,7 @@ class HFGenerator:
         rows = []
         for p in prompts:
             # a chat-templated prompt already holds its special tokens (audit.chat_template)
-            ids = list(tok(p, add_special_tokens=active() is None)["input_ids"]) if p else []
+            ids = list(tok(p, add_special_tokens=active(self.model) is None)["input_ids"]) if p else []
             if not ids:
                 ids = [start_id]
             rows.append(ids[-limit:])  # keep the end of an over-long prompt: it is what gets continued
@@ -326,8 +326,9 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     prompts = [str(p) for p in prompts]
     from .chat_template import active
 
-    if active() is not None:  # --apply-chat-template: each prompt becomes a user turn (see audit.chat_template)
-        prompts = [active().wrap(p) for p in prompts]
+    chat = active(getattr(gen, "model", gen))
+    if chat is not None:  # --apply-chat-template: each prompt becomes a user turn (see audit.chat_template)
+        prompts = [chat.wrap(p) for p in prompts]
     k = int(settings.num_samples)
     distinct_samples = k if settings.do_sample else 1
     cache = GenerationCache(Path(cache_dir) if cache_dir else default_cache_dir(), gen.fingerprint, gen.engine,

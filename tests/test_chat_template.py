@@ -164,3 +164,18 @@ def test_system_prompt_needs_the_flag(tiny_llama_dir, tmp_path):
 
     with pytest.raises(ConfigError, match="--apply-chat-template"):
         run_probes(tiny_llama_dir, ["crows_pairs"], tmp_path / "r", system_prompt="Be fair.")
+
+
+def test_only_the_audited_models_are_wrapped(chat_handle, tiny_llama_dir):
+    """A scorer's or judge's own language model scores plain text even while a run applies the template."""
+    from audit.chat_template import applied
+    from audit.loglik import score_texts
+    from audit.models import load
+
+    other = load(tiny_llama_dir)  # same weights, a different model object
+    text = ["The doctor said that the patient would recover soon."]
+    plain = score_texts(other.model, other.tokenizer, text)[0].total
+    with applied(_fmt(chat_handle), [chat_handle.model]):
+        wrapped = score_texts(chat_handle.model, chat_handle.tokenizer, text)[0].total
+        untouched = score_texts(other.model, other.tokenizer, text)[0].total
+    assert untouched == pytest.approx(plain, abs=1e-6) and abs(wrapped - plain) > 1e-3
