@@ -216,3 +216,17 @@ def test_info_shows_quant_type_and_hash(tiny_gguf, monkeypatch, capsys):
     assert desc["gguf"]["quant_type"] == "F32" and desc["gguf"]["path"] == str(tiny_gguf.resolve())
     table = run_main(monkeypatch, capsys, "info", tiny_gguf)
     assert table.returncode == 0 and "gguf quantization" in table.stdout and "F32" in table.stdout
+
+
+def test_unsupported_tensor_type_names_file_and_type(tmp_path, monkeypatch, capsys):
+    import gguf
+
+    path = tmp_path / "f64.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float64))  # F64: no loader dequantizes it
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    _one_line_error(run_main(monkeypatch, capsys, "info", path), str(path), "tensor type F64", "supported:", "Q4_1")
