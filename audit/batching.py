@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, TypeVar, Union
 
 from .errors import AuditError, ConfigError
 
@@ -49,9 +49,10 @@ def is_oom(exc: BaseException) -> bool:
             return True
     except (ImportError, AttributeError):
         pass
+    if isinstance(exc, MemoryError):
+        return True
     text = str(exc).lower()
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def free_memory() -> None:
@@ -145,9 +146,6 @@ def run_with_halving(fn: Callable[[int], T], plan: BatchPlan, where: str,
                 raise
             _halve(plan, where, exc, say)
 
-
-def optional_plan(requested: Optional[BatchSize], default: int) -> BatchSize:
-    return default if requested is None else parse_batch_size(requested)
 
 
 def finetune_halving(finetune: Callable[..., T], fields: dict[str, Any]) -> T:
