@@ -455,6 +455,7 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         fingerprint=hashlib.sha256(fingerprint_src.encode()).hexdigest(),
         finetune_manifest=ft_manifest,
         **({"gguf": gguf_source} if gguf_source else {}),
+        **({"base_gguf": read_source(base_dir)} if base_dir and read_source(base_dir) else {}),
     )
     return ModelHandle(model=model, tokenizer=tok, description=desc, path=directory, base_path=base_dir,
                        is_adapter=is_adapter, load_options=opts)
