@@ -69,7 +69,8 @@ def finetune_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (or use --epochs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 1)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per micro-batch (per device)."),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Rows per micro-batch (per device), or "
+                                             "'auto': halve it (doubling --grad-accum) on out-of-memory."),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
     max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per row (longer rows truncated)."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="cosine, linear or constant."),
@@ -81,10 +82,17 @@ def finetune_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT."),
     set_fields: Optional[List[str]] = typer.Option(None, "--set", help="Any other field: FIELD=VALUE "
                                                                        "(e.g. galore_update_proj_gap=50)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16: the compute "
+                                        "dtype (mixed precision; master weights stay float32)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
 ):
     """Fine-tune a model with one method (or a rank sweep) and write a checkpoint plus manifest.json."""
+    from ..runtime import RuntimeOptions, mixed_precision_for, training_device
     from .api import finetune, read_config_file
 
+    rt = RuntimeOptions(dtype=dtype, batch_size=batch_size)  # one-line errors for bad values
+    training_device(device)
+    batch_size = None if rt.batch_size in (None, "auto") else int(rt.batch_size)
     fields: dict = read_config_file(config) if config else {}
     fields.update(_parse_set(set_fields))
     flags = dict(method=method, model=model, data=data, out=out, rank=rank, alpha=alpha, bits=bits,
@@ -93,6 +101,8 @@ def finetune_command(
                  max_length=max_length, schedule=schedule, warmup_ratio=warmup_ratio, seed=seed,
                  save_every=save_every)
     fields.update({k: v for k, v in flags.items() if v is not None})
+    if mixed_precision_for(dtype) is not None:
+        fields["mixed_precision"] = mixed_precision_for(dtype)
     if target_modules is not None:
         fields["target_modules"] = [t.strip() for t in target_modules.split(",") if t.strip()]
     if resume:
@@ -108,7 +118,12 @@ def finetune_command(
             where = f" (or '{key}:' in {config})" if config else ""
             raise ConfigError(f"--{key} is required{where}")
     _setup_logging()
-    result = finetune(**fields)
+    if rt.batch_size == "auto":
+        from ..batching import finetune_halving
+
+        result = finetune_halving(finetune, fields)
+    else:
+        result = finetune(**fields)
     if int(os.environ.get("RANK", "0")) == 0:  # one line, not one per process under accelerate/torchrun
         typer.echo(f"wrote {result}")
 

@@ -15,16 +15,30 @@ def register(app: typer.Typer) -> None:
              quick: bool = typer.Option(False, "--quick", help="Fewer ranks, steps and samples (about 3 minutes)."),
              model: Optional[Path] = typer.Option(None, "--model", help="Your own causal LM directory: skip "
                                                                          "pre-training, fine-tune and audit it."),
-             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes.")):
+             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes."),
+             dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16 "
+                                                                       "(models loaded for probing)."),
+             device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+             batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Probe batch size, or 'auto'.")):
         """Pre-train a small model with planted toxicity and bias, fine-tune it every way, audit, report."""
         from rich.console import Console
 
         from ..errors import file_error
+        from ..gguf import find_gguf
+        from ..packaged_models import resolve as packaged
+        from ..runtime import training_device, using
         from .demo import run_demo, summary_table
 
+        if model is not None and (find_gguf(model) or packaged(str(model))):
+            from ..models import resolve_checkpoint
+
+            model = resolve_checkpoint(str(model), dtype=dtype)  # a GGUF file / packaged model: converted once
         if model is not None and not Path(model).is_dir():
-            raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory")
-        summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
+            raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory "
+                                    "(or a .gguf file, or a name from `audit models`)")
+        training_device(device)
+        with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these
+            summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
         console = Console()
         console.print(summary_table(summary))
         console.print(f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}")
