@@ -32,8 +32,11 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit."),
-          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")):
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (same as AUDIT_NO_PROGRESS=1).")):
     _STATE["debug"] = debug
+    if quiet:
+        os.environ["AUDIT_NO_PROGRESS"] = "1"
 
 
 def parse_key_values(items: Optional[List[str]], flag: str) -> dict[str, str]:

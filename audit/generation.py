@@ -342,6 +342,10 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     st.requested += len(prompts) * k
     st.cached += sum(1 for row in keys for key in row if key in known) * (k // distinct_samples)
     st.cache_dir = str(cache.dir)
+    from_cache = sum(1 for row in keys for key in row if key in known)
+    if from_cache:
+        progress.announce(f"{description}: {from_cache:,} of {len(prompts) * distinct_samples:,} distinct "
+                          f"continuations read from the cache")
     if todo:
         tok = getattr(gen, "tokenizer", None)
         lengths = {p: (len(tok(p)["input_ids"]) if tok is not None else len(p)) for p, _, _ in todo.values()}
