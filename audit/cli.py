@@ -103,8 +103,8 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
           model: str = typer.Option(..., "--model", help="Checkpoint to audit (model or adapter dir)."),
           base: Optional[str] = typer.Option(None, "--base", help="Base model (separate dir, or an adapter's base)."),
           reference: Optional[str] = typer.Option(None, "--reference", help="Reference fine-tune (shift probe)."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-<name>-<hash "
-                                                                          "of the model path>)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-"
+                                                                 "<name>-<hash of the model path>)."),
           data: Optional[List[str]] = typer.Option(None, "--data", help="KEY=PATH, e.g. crows_pairs=file.csv"),
           option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="[PROBE.]KEY=VALUE probe option."),
           corpus: Optional[List[str]] = typer.Option(None, "--corpus", help="Text/JSONL corpus for the shift probe."),

@@ -132,8 +132,8 @@ def _claims(run, base_run, overall, base_rows) -> list[str]:
     if skipped:
         lines.append(f"- No keep/remove claim (no known no-behaviour value): {', '.join(skipped)}")
     lines += ["", "A keep or remove claim is made only where the base's own interval excludes the no-behaviour "
-              "value (0 toxicity, 50% stereotype preference, no bias or parity gap); low-rank methods are known to keep more of the base's behaviour at small "
-              "rank (Das et al., 2024).", ""]
+              "value (0 toxicity, 50% stereotype preference, no bias or parity gap); low-rank methods are known "
+              "to keep more of the base's behaviour at small rank (Das et al., 2024).", ""]
     return lines
 
 
