@@ -149,12 +149,13 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
     figures: dict[str, list] = {}
     if plots:
         from . import plots as P
+        from . import shift_plots as SP
 
         colors = P.palette(r.label for r in runs)
         figures = {"by_method": P.metric_bars(rows, colors, notes), "by_rank": P.rank_curves(rows, colors, notes),
                    "by_group": P.group_bars(runs, colors, min_n=min_n, notes=notes),
-                   "shift": P.logit_lens(runs, colors) + P.divergence_by_slice(runs, colors)
-                   + P.weight_delta(runs, colors),
+                   "shift": SP.logit_lens(runs, colors) + SP.divergence_by_slice(runs, colors)
+                   + SP.weight_delta(runs, colors),
                    "rl": P.rl_timeseries(runs, colors)}
     return {"title": "Fine-tuning audit report", "generated_at": now_iso(), "audit_version": __version__,
             "keep_rule": KEEP_RULE, "base": base_run.label if base_run else None, "ft": ft_label,

@@ -40,8 +40,7 @@ def _figure(fig, title: str, caption: str, too_few: Iterable[str] = ()) -> "Figu
 
 
 def _zero_based(ax, metric: str) -> None:
-    """Rates start at zero (a truncated axis exaggerates differences)."""
-    if is_rate(metric):
+    if is_rate(metric):  # rates start at zero: a truncated axis exaggerates differences
         ax.set_ylim(0.0, max(ax.get_ylim()[1], 1e-9))
 
 
@@ -54,7 +53,8 @@ def _intervals(ax, xs, vals, errs) -> None:
 def _plt():
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
+    if not any(k in matplotlib.get_backend().lower() for k in ("inline", "nbagg", "widget")):
+        matplotlib.use("Agg", force=True)  # but a notebook keeps its inline backend for its own plots
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
@@ -87,9 +87,8 @@ def _ok(v: Any) -> bool:
 
 
 def _err(value, lo, hi) -> tuple[float, float]:
-    if not (_ok(value) and _ok(lo) and _ok(hi)):
-        return 0.0, 0.0
-    return max(0.0, value - lo), max(0.0, hi - value)
+    ok = _ok(value) and _ok(lo) and _ok(hi)
+    return (max(0.0, value - lo), max(0.0, hi - value)) if ok else (0.0, 0.0)
 
 
 def palette(labels: Iterable[str]) -> dict[str, Any]:
@@ -120,7 +119,7 @@ def _finish(fig, title: str) -> None:
 
 def metric_bars(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] | None = None) -> list[Figure]:
     """Per probe: one panel per metric, one bar per checkpoint with its 95% CI; dashed line = base.
-    `notes`: probe -> a sentence added to the caption (e.g. which scorer made the toxicity numbers)."""
+    `notes`: probe -> a sentence for the caption (which scorer made the toxicity numbers)."""
     plt = _plt()
     figures = []
     for probe, prow in _by_probe(rows).items():
@@ -165,9 +164,8 @@ def _has_sweep(rows: list[dict]) -> bool:
 
 
 def rank_curves(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] | None = None) -> list[Figure]:
-    """Per probe: metric against rank (log2 axis), one line per low-rank method; base and full FT drawn
-    as horizontal lines with their CI bands. Only drawn when some method was run at two or more ranks
-    (with one rank the by-checkpoint chart already shows everything)."""
+    """Per probe: metric against rank (log2), one line per low-rank method; base and full FT as lines with
+    CI bands. Drawn only when some method ran at two or more ranks."""
     if not _has_sweep(rows):
         return []
     plt = _plt()
@@ -210,8 +208,8 @@ def rank_curves(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] 
 
 def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, min_n: int = DEFAULT_MIN_N,
                notes: dict[str, str] | None = None) -> list[Figure]:
-    """Per (probe, metric) with per-group values: grouped bars, x = group, one bar per checkpoint.
-    A group measured on fewer than `min_n` items is hatched, pale and labelled "n=…", never a confident bar."""
+    """Per (probe, metric) with per-group values: x = group, one bar per checkpoint. A group measured on
+    fewer than `min_n` items is hatched, pale and labelled "n=…", never a confident bar."""
     plt = _plt()
     keys = list(dict.fromkeys((p, m) for run in runs for p, res in run.results.items() for m in res.groups
                               if not m.startswith(DERIVED_PREFIXES)))
@@ -243,19 +241,24 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
             bars = ax.bar(xs, vals, width=width, label=run.label, color=colors.get(run.label), edgecolor="black",
                           linewidth=0.3)
             _intervals(ax, xs, vals, [lo, hi])
-            for bar, n, x in zip(bars, ns, xs):
+            for bar, n, x, v, h in zip(bars, ns, xs, vals, hi):
                 if n < min_n:
                     bar.set_hatch("///")
                     bar.set_alpha(0.35)
-                    ax.annotate(f"n={n}: too few", (x, 0), xytext=(0, 3), textcoords="offset points",
-                                ha="center", va="bottom", rotation=90, fontsize=9)
+                    ax.annotate(f"n={n}", (x, v + h), xytext=(0, 4), textcoords="offset points", ha="center",
+                                va="bottom", rotation=90, fontsize=8)
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
         ax.set_xlabel("group")
         ax.set_ylabel(axis_label(metric))
         _zero_based(ax, metric)
         ax.set_title(f"{probe}.{metric} by group" + (f" (first {max_groups} of {len(groups)})"
                                                      if len(groups) > max_groups else ""))
-        ax.legend(ncol=min(4, len(per_run)))
+        handles, _ = ax.get_legend_handles_labels()
+        if too_few:
+            from matplotlib.patches import Patch
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label=f"n < {min_n}: too few"))
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         note = (notes or {}).get(probe)
         figures.append(_figure(fig, f"{probe}.{metric} by group",
@@ -272,95 +275,6 @@ def _table(run: Run, probe_kind: str, name: str) -> list[tuple[str, list[dict]]]
                 and res.tables.get(name):
             out.append((probe, res.tables[name]))
     return out
-
-
-def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Logit lens: per layer, KL to the final layer and watch-list mass, one line per (checkpoint, model)."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "logit_lens")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in ("kl_to_final", "watch_mass") if any(c in r for _, rows in series for r in rows)]
-    if not cols:
-        return []
-    fig, axes = _grid(plt, len(cols), width=4.6, height=3.0)
-    styles = ["-", "--", ":", "-."]
-    for ax, col in zip(axes, cols):
-        for run, rows in series:
-            models = list(dict.fromkeys(str(r.get("model")) for r in rows))
-            for k, model in enumerate(models):
-                pts = sorted(((r["layer"], r[col]) for r in rows if str(r.get("model")) == model
-                              and _ok(r.get(col)) and _ok(r.get("layer"))))
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color=colors.get(run.label),
-                            linestyle=styles[k % len(styles)], label=f"{run.label} / {model}")
-        ax.set_xlabel("layer (0 = embeddings)")
-        ax.set_ylabel(axis_label(col))
-        ax.set_title(col)
-        _zero_based(ax, col)
-        ax.legend()
-    _finish(fig, "Logit lens (line style = which model inside the run)")
-    return [_figure(fig, "Logit lens", "Each layer's hidden state projected through the final norm and the "
-                    "unembedding: KL to the model's own final distribution and probability mass on the watch "
-                    "list.")]
-
-
-def divergence_by_slice(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Bars of every numeric divergence column per corpus slice, one bar per checkpoint."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "divergence_by_slice")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in dict.fromkeys(k for _, rows in series for r in rows for k in r)
-            if c != "slice" and all(isinstance(r.get(c), (int, float)) or r.get(c) is None
-                                    for _, rows in series for r in rows)
-            and any(_ok(r.get(c)) for _, rows in series for r in rows)][:6]
-    if not cols:
-        return []
-    slices = list(dict.fromkeys(str(r.get("slice")) for _, rows in series for r in rows))
-    fig, axes = _grid(plt, len(cols))
-    width = 0.8 / len(series)
-    for ax, col in zip(axes, cols):
-        for i, (run, rows) in enumerate(series):
-            by = {str(r.get("slice")): r.get(col) for r in rows}
-            xs = [j - 0.4 + width * (i + 0.5) for j, s in enumerate(slices) if _ok(by.get(s))]
-            ax.bar(xs, [by[s] for s in slices if _ok(by.get(s))], width=width, label=run.label,
-                   color=colors.get(run.label), edgecolor="black", linewidth=0.3)
-        ax.set_xticks(range(len(slices)), slices, rotation=30, ha="right")
-        ax.set_xlabel("corpus slice")
-        ax.set_ylabel(axis_label(col))
-        ax.set_title(col)
-        ax.legend()
-    _finish(fig, "Divergence by corpus slice")
-    return [_figure(fig, "KL by slice", "Per-token divergence summaries per corpus slice.")]
-
-
-def weight_delta(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Per layer: Frobenius norm and effective rank of W_tuned - W_base (mean over modules)."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "weight_delta")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in ("fro_norm", "effective_rank") if any(_ok(r.get(c)) for _, rows in series for r in rows)]
-    if not cols:
-        return []
-    fig, axes = _grid(plt, len(cols), width=4.6, height=3.0)
-    for ax, col in zip(axes, cols):
-        for run, rows in series:
-            per_layer: dict[Any, list[float]] = {}
-            for r in rows:
-                if _ok(r.get(col)) and _ok(r.get("layer")):
-                    per_layer.setdefault(r["layer"], []).append(float(r[col]))
-            pts = sorted((k, sum(v) / len(v)) for k, v in per_layer.items())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run.label,
-                    color=colors.get(run.label))
-        ax.set_xlabel("layer")
-        ax.set_ylabel(axis_label(col))
-        ax.set_title(f"{col} of ΔW (mean over modules)")
-        _zero_based(ax, col)
-        ax.legend()
-    fig.tight_layout()
-    return [_figure(fig, "Weight change", "How far and in how many directions each layer's weights moved.")]
 
 
 def rl_timeseries(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
