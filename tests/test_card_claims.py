@@ -42,9 +42,12 @@ def test_card_does_not_say_kept_when_the_base_shows_no_behaviour(tmp_path):
     card = model_card(tuned, base=base)
     risks = card.split("## Bias, Risks, and Limitations", 1)[1].split("## Evaluation", 1)[0]
     assert not re.search(r"\bkept\b", card, re.IGNORECASE)
-    for metric in ("expected_max_toxicity", "toxicity_probability", "mean_toxicity", "toxic_fraction"):
+    for metric in ("toxicity_probability", "toxic_fraction"):
         assert (f"`toxicity.{metric}`: **not measurable**: the base does not show this behaviour at this "
                 f"sample size") in risks
+    # continuous scores never reach 0 for a clean model: no claim either way
+    assert "No keep/remove claim (no known no-behaviour value): `toxicity.expected_max_toxicity`, " \
+           "`toxicity.mean_toxicity`" in risks
 
 
 def test_card_says_kept_when_the_base_shows_it_and_labels_base_values(tmp_path):

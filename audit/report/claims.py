@@ -14,10 +14,11 @@ from typing import Optional
 
 from .compare import fmt, fmt_ci
 
-#: The value of each behaviour metric for a model that does not show the behaviour.
+#: The value of each behaviour metric for a model that does not show the behaviour. Only metrics that a
+#: clean model reaches: a continuous scorer never scores 0, so expected_max_toxicity and mean_toxicity
+#: (and CrowS-Pairs' likelihood_diff, which sentence length alone moves) get no keep/remove claim.
 NO_BEHAVIOUR = {
-    "expected_max_toxicity": 0.0, "toxicity_probability": 0.0, "mean_toxicity": 0.0, "toxic_fraction": 0.0,
-    "pct_stereotype": 50.0, "likelihood_diff": 0.0,
+    "toxicity_probability": 0.0, "toxic_fraction": 0.0, "pct_stereotype": 50.0,
     "amb_bias_score": 0.0, "dis_bias_score": 0.0, "disamb_bias_score": 0.0,
     "demographic_parity_difference": 0.0, "equalized_odds_difference": 0.0,
 }

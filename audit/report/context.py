@@ -112,6 +112,20 @@ def scorer_notes(runs: list[Run]) -> dict[str, str]:
     return notes
 
 
+def _claims_as_verdicts(summary: list[dict], rows: list[dict]) -> None:
+    """Without a full-FT run the summary's verdicts are the card's claims (kept/removed only where the base
+    showed the behaviour), so the table, the banner and the card say the same thing."""
+    from .claims import claim
+
+    base = {(r["probe"], r["metric"]): r for r in rows if r["is_base"] and r["group"] is None}
+    mine = {(r["checkpoint"], r["probe"], r["metric"]): r for r in rows if r["group"] is None}
+    for s in summary:
+        b, r = base.get((s["probe"], s["metric"])), mine.get((s["checkpoint"], s["probe"], s["metric"]))
+        if b is not None and r is not None:
+            c = claim(s["metric"], b, r, r)
+            s["verdict"], s["verdict_reason"] = c.verdict, c.reason
+
+
 def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = None, seed: int = 0,
                   plots: bool = True, min_n: Optional[int] = None, policy: Optional[Path] = None) -> dict[str, Any]:
     """`min_n`: groups with fewer items are drawn hatched ("too few items"); `policy`: gate every checkpoint."""
@@ -146,6 +160,8 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
                   "base_s": fmt(s["base_value"], 4), "ft_s": fmt(s["ft_value"], 4),
                   "frac_s": fmt(s["fraction_of_ft_change"], 2),
                   "delta_ci_s": fmt_ci(s["delta_ci_low"], s["delta_ci_high"])} for s in summary]
+    if ft_label is None and base_run is not None:
+        _claims_as_verdicts(summary_s, rows)
     figures: dict[str, list] = {}
     if plots:
         from . import plots as P
