@@ -466,6 +466,8 @@ def summary_table(summary: dict[str, Any]):
     """A rich Table: one row per checkpoint, per behaviour `value [CI] (remaining)`."""
     from rich.table import Table
 
+    import textwrap
+
     from ..report.units import axis_label, is_rate
 
     names = [b["name"] for b in summary["behaviours"]]
@@ -506,6 +508,8 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import textwrap
+
     from ..report.units import axis_label, is_rate
 
     names = [b["name"] for b in summary["behaviours"]]
@@ -534,15 +538,16 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
                 ax.axhline(r["value"], linestyle=style, color="black", linewidth=0.8)
         metric = next((r["metric"] for r in summary["rows"] if r["behaviour"] == name), name)
         ax.set_title(name, fontsize=11)
-        ax.set_ylabel(axis_label(metric), fontsize=9)
+        ax.set_ylabel("\n".join(textwrap.wrap(axis_label(metric), 24)), fontsize=9)
         if is_rate(metric):
             ax.set_ylim(0.0, max(ax.get_ylim()[1], 1e-9))
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=9)
         ax.tick_params(axis="y", labelsize=9)
     axes[-1, 0].set_xlabel("checkpoint", fontsize=10)
-    fig.suptitle("audit demo: planted behaviour per checkpoint (dotted: base, dashed: full FT; 95% CI)", fontsize=11)
-    fig.tight_layout()
+    fig.suptitle("audit demo: planted behaviour per checkpoint\n(dotted: base, dashed: full FT; black bars: 95% CI)",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     path = Path(path)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
