@@ -97,9 +97,7 @@ def _risks(run, base_run, overall, rows, base_rows) -> list[str]:
         lines += ["Spread across groups (lowest and highest group, 95% CI):", ""]
         for k, grs in by_metric.items():
             lo, hi = min(grs, key=lambda r: r["value"]), max(grs, key=lambda r: r["value"])
-            lines.append(f"- `{k}`: lowest {md_cell(lo['group'])} = {fmt(lo['value'], 3)} "
-                         f"{fmt_ci(lo['ci_low'], lo['ci_high'])}; highest {md_cell(hi['group'])} = "
-                         f"{fmt(hi['value'], 3)} {fmt_ci(hi['ci_low'], hi['ci_high'])}")
+            lines.append(f"- `{k}`: lowest {_group_value(lo)}; highest {_group_value(hi)}")
         lines.append("")
     warnings = [f"{p}: {w}" for p, res in run.results.items() for w in res.warnings]
     lines += ["Limitations of this evaluation:", "",
@@ -110,6 +108,14 @@ def _risks(run, base_run, overall, rows, base_rows) -> list[str]:
               "- Intervals are 95% bootstrap CIs over the evaluated items; small item counts give wide intervals."]
     lines += [f"- Probe warning: {md_cell(w)}" for w in warnings]
     return lines + [""]
+
+
+def _group_value(r: dict) -> str:
+    """'women = 0.42 [0.31, 0.54]', flagged when the group rests on too few items to be read alone."""
+    from .plots import DEFAULT_MIN_N
+
+    few = f" (n={r['n']}: too few items)" if r.get("n") is not None and r["n"] < DEFAULT_MIN_N else ""
+    return f"{md_cell(r['group'])} = {fmt(r['value'], 3)} {fmt_ci(r['ci_low'], r['ci_high'])}{few}"
 
 
 def _claims(run, base_run, overall, base_rows) -> list[str]:
