@@ -67,15 +67,15 @@ class LineProgress:
     """The non-terminal form of a bar: start line, bounded heartbeats, end line."""
 
     def __init__(self, description: str, total: Optional[int], emit: Callable[[str], None] = _emit,
-                 interval: Optional[float] = None, clock: Callable[[], float] = time.monotonic):
-        self.description, self.total, self.emit, self.clock = description, total, emit, clock
+                 interval: Optional[float] = None, clock: Callable[[], float] = time.monotonic, unit: str = "items"):
+        self.description, self.total, self.emit, self.clock, self.unit = description, total, emit, clock, unit
         self.interval = interval if interval is not None else heartbeat_seconds()
         self.done = 0
         self.t0 = self.last = clock()
         self.next_fraction = HEARTBEAT_FRACTION
 
     def start(self) -> None:
-        size = f"{self.total:,} items" if self.total is not None else "size unknown"
+        size = f"{self.total:,} {self.unit}" if self.total is not None else "size unknown"
         self.emit(f"[{_clock()}] {self.description}: started ({size})")
 
     def _status(self, now: float) -> str:
@@ -104,7 +104,7 @@ class LineProgress:
     def finish(self) -> None:
         now = self.clock()
         rate = self.done / (now - self.t0) if now > self.t0 else 0.0
-        self.emit(f"[{_clock()}] {self.description}: done, {self.done:,} items in {duration(now - self.t0)} "
+        self.emit(f"[{_clock()}] {self.description}: done, {self.done:,} {self.unit} in {duration(now - self.t0)} "
                   f"({rate:.3g}/s)")
 
 
@@ -122,8 +122,8 @@ def _rich_bar(description: str, total: Optional[int]):
 
 
 @contextlib.contextmanager
-def bar(description: str, total: Optional[int]) -> Iterator[Callable[..., None]]:
-    """Yield an `advance(n=1)` callable for one stage of `total` items (see the module docstring)."""
+def bar(description: str, total: Optional[int], unit: str = "items") -> Iterator[Callable[..., None]]:
+    """Yield an `advance(n=1)` callable for one stage of `total` units (see the module docstring)."""
     if not enabled():
         yield lambda n=1: None
         return
@@ -132,7 +132,7 @@ def bar(description: str, total: Optional[int]) -> Iterator[Callable[..., None]]
             task = prog.add_task(description, total=total)
             yield lambda n=1: prog.advance(task, n)
         return
-    line = LineProgress(description, total)
+    line = LineProgress(description, total, unit=unit)
     line.start()
     yield line.advance
     line.finish()
