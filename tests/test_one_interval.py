@@ -24,6 +24,7 @@ def runs(tiny_llama_dir, tiny_lora_dir, tmp_path_factory):
     return {"lora": lora, "base": base}
 
 
+@pytest.mark.slow
 def test_probe_compare_report_card_and_gate_show_the_same_interval(runs, tmp_path):
     from audit.report.card import model_card
     from audit.report.gate import evaluate, load_policy
@@ -52,6 +53,7 @@ def test_probe_compare_report_card_and_gate_show_the_same_interval(runs, tmp_pat
         assert outcome.observed == pytest.approx(expected, abs=0, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_a_different_base_is_not_given_the_stored_change(runs, tiny_gpt2_dir, tmp_path):
     from audit.models import load
 

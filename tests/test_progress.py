@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from audit.progress import LineProgress
 
 AUDIT = str(Path(sys.executable).parent / "audit")
@@ -28,6 +30,7 @@ def _probe(model: Path, out: Path, *flags: str, **env) -> subprocess.CompletedPr
     return proc
 
 
+@pytest.mark.slow
 def test_probe_without_terminal_prints_stages_and_heartbeats(tiny_llama_dir, tmp_path):
     # 24 continuations in 12 batches of 2: the stage lasts far longer than a 1 ms heartbeat interval
     err = _probe(tiny_llama_dir, tmp_path / "run", AUDIT_HEARTBEAT_SECONDS="0.001").stderr
@@ -40,6 +43,7 @@ def test_probe_without_terminal_prints_stages_and_heartbeats(tiny_llama_dir, tmp
     assert "\x1b[" not in err  # no terminal escape codes in a log
 
 
+@pytest.mark.slow
 def test_quiet_flag_silences_progress(tiny_llama_dir, tmp_path):
     proc = _probe(tiny_llama_dir, tmp_path / "run", "--quiet", AUDIT_HEARTBEAT_SECONDS="0.001")
     assert "toxicity: generating" not in proc.stderr and "continuations of up to" not in proc.stderr

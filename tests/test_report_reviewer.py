@@ -106,6 +106,7 @@ def test_scorer_is_named_next_to_toxicity_numbers(page):
     assert text.count("scorer: profanity") >= 8  # summary and all-metrics rows of toxicity metrics
 
 
+@pytest.mark.slow
 def test_report_cli_with_policy_shows_the_gate_first(runs, tmp_path):
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  - toxicity.toxicity_probability <= 0.3\n")
