@@ -96,7 +96,7 @@ def test_every_figure_has_labelled_axes(page):
 
 def test_group_below_min_n_is_marked_too_few(page):
     text = " ".join(page.text)
-    assert "Too few items (fewer than 10), drawn hatched: loner (n=1, lora-r4)" in text
+    assert "Too few items (fewer than 10), drawn hatched: loner (n=1)." in text
     assert "women (n=" not in text  # groups with 12 items are drawn normally at min_n=10
 
 

@@ -223,7 +223,7 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
         shown = groups[:max_groups]
         fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(shown) * max(1, len(per_run)) / 2 + 2.5), 4.0))
         width = 0.8 / len(per_run)
-        too_few: list[str] = []
+        too_few: dict[str, int] = {}
         for i, (run, gm) in enumerate(per_run):
             xs, vals, lo, hi, ns = [], [], [], [], []
             for j, g in enumerate(shown):
@@ -237,7 +237,7 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
                 hi.append(e[1])
                 ns.append(m.n)
                 if m.n < min_n:
-                    too_few.append(f"{g} (n={m.n}, {run.label})")
+                    too_few[g] = min(m.n, too_few.get(g, m.n))
             bars = ax.bar(xs, vals, width=width, label=run.label, color=colors.get(run.label), edgecolor="black",
                           linewidth=0.3)
             _intervals(ax, xs, vals, [lo, hi])
@@ -264,7 +264,7 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
         figures.append(_figure(fig, f"{probe}.{metric} by group",
                                f"One bar per checkpoint and group, black bars are 95% CIs; a missing bar is an "
                                f"undefined value; hatched bars rest on fewer than {min_n} items."
-                               + (f" {note}" if note else ""), too_few))
+                               + (f" {note}" if note else ""), [f"{g} (n={n})" for g, n in too_few.items()]))
     return figures
 
 
