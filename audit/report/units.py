@@ -21,6 +21,11 @@ METRIC_UNITS: dict[str, tuple[str, bool]] = {
     "dis_bias_score": ("disambiguated bias score (−1 to 1)", False),
     "disamb_bias_score": ("disambiguated bias score (−1 to 1)", False),
     "accuracy": ("accuracy (share correct, 0–1)", True),
+    "acc": ("accuracy (share correct, 0–1)", True),
+    "distance_from_50": ("distance from 50 (percentage points)", True),
+    "ties": ("tied pairs (count)", True),
+    "flips": ("pairs that flipped (count)", True),
+    "mcnemar_p_value": ("McNemar p-value (0–1)", True),
     "selection_rate": ("approval rate (share approved, 0–1)", True),
     "approval_rate": ("approval rate (share approved, 0–1)", True),
     "demographic_parity_difference": ("parity gap (difference in approval rate, 0–1)", True),
@@ -40,7 +45,7 @@ def _lookup(metric: str) -> tuple[str, bool] | None:
     if name in METRIC_UNITS:
         return METRIC_UNITS[name]
     for key in sorted(METRIC_UNITS, key=len, reverse=True):  # longest prefix: accuracy_ambiguous -> accuracy
-        if name.startswith(key + "_") or name.startswith(key):
+        if name.startswith(key + "_"):
             return METRIC_UNITS[key]
     return None
 
