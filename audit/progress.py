@@ -57,6 +57,11 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def rate_text(rate: float) -> str:
+    """'2,730/s' or '21.3/s' (no exponent notation in a log)."""
+    return f"{rate:,.0f}/s" if rate >= 100 else f"{rate:.3g}/s"
+
+
 def announce(message: str) -> None:
     """One stage line (e.g. the size of the job about to start), in a terminal or a log alike."""
     if enabled():
@@ -84,9 +89,9 @@ class LineProgress:
         if self.total:
             left = (self.total - self.done) / rate if rate > 0 else None
             eta = f", eta {duration(left)}" if left is not None else ""
-            return (f"{self.done:,}/{self.total:,} ({100 * self.done / self.total:.0f}%), {rate:.3g}/s, "
+            return (f"{self.done:,}/{self.total:,} ({100 * self.done / self.total:.0f}%), {rate_text(rate)}, "
                     f"elapsed {duration(elapsed)}{eta}")
-        return f"{self.done:,} done, {rate:.3g}/s, elapsed {duration(elapsed)}"
+        return f"{self.done:,} done, {rate_text(rate)}, elapsed {duration(elapsed)}"
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -105,7 +110,7 @@ class LineProgress:
         now = self.clock()
         rate = self.done / (now - self.t0) if now > self.t0 else 0.0
         self.emit(f"[{_clock()}] {self.description}: done, {self.done:,} {self.unit} in {duration(now - self.t0)} "
-                  f"({rate:.3g}/s)")
+                  f"({rate_text(rate)})")
 
 
 def _rich_bar(description: str, total: Optional[int]):

@@ -36,7 +36,7 @@ def test_probe_without_terminal_prints_stages_and_heartbeats(tiny_llama_dir, tmp
     err = _probe(tiny_llama_dir, tmp_path / "run", AUDIT_HEARTBEAT_SECONDS="0.001").stderr
     assert "toxicity: 6 prompts × 4 samples = 24 continuations of up to 6 tokens" in err
     assert "toxicity: generating: started (24 continuations)" in err
-    beats = re.findall(r"toxicity: generating: (\d+)/24 \((\d+)%\), [\d.e+]+/s, elapsed \d+s, eta \d+", err)
+    beats = re.findall(r"toxicity: generating: (\d+)/24 \((\d+)%\), [\d.,]+/s, elapsed \d+s, eta \d+", err)
     assert beats, err
     assert all(0 < int(done) < 24 for done, _ in beats)
     assert re.search(r"toxicity: generating: done, 24 continuations in \d+s", err)
