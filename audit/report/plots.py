@@ -113,8 +113,12 @@ def _by_probe(rows: list[dict]) -> dict[str, list[dict]]:
 
 def _finish(fig, title: str) -> None:
     """Suptitle above the panels (tight_layout alone lets it overlap the first row's titles)."""
+    import warnings
+
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
+    with warnings.catch_warnings():  # a many-panel grid may not fit tightly; the chart is still readable
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
 
 
 def metric_bars(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] | None = None) -> list[Figure]:

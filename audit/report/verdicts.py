@@ -56,11 +56,13 @@ def _with_reference(h: dict) -> Verdict:
         return Verdict(h["checkpoint"], "keeps", "KEEPS", f"keeps the base behaviour on {len(kept)} of the {n} "
                        f"metrics that full fine-tuning changed: {', '.join(kept)}")
     if moved and not kept:
-        return Verdict(h["checkpoint"], "removes", "REMOVED", f"moved like full fine-tuning on {len(moved)} of "
-                       f"{n} metrics ({', '.join(moved)})" + (f"; {h['other']} in between" if h["other"] else ""))
+        return Verdict(h["checkpoint"], "removes", "REMOVED", f"moved like full fine-tuning on {len(moved)} of the "
+                       f"{n} metrics that full fine-tuning changed, kept none"
+                       + (f"; {h['other']} in between or inconclusive" if h["other"] else ""))
     if kept and moved:
-        return Verdict(h["checkpoint"], "mixed", "MIXED", f"keeps the base behaviour on {', '.join(kept)}; "
-                       f"moved like full fine-tuning on {', '.join(moved)}")
+        return Verdict(h["checkpoint"], "mixed", "MIXED", f"keeps the base behaviour on {len(kept)} of the {n} "
+                       f"metrics that full fine-tuning changed: {', '.join(kept)}; moved like full fine-tuning on "
+                       f"{len(moved)}" + (f"; {h['other']} in between or inconclusive" if h["other"] else ""))
     return Verdict(h["checkpoint"], "none", "INCONCLUSIVE", f"on all {n} metrics the intervals cannot separate "
                    "this checkpoint from the base or from full fine-tuning, or it differs from both")
 
