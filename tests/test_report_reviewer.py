@@ -90,7 +90,7 @@ def test_every_figure_has_labelled_axes(page):
         assert axes, fig
         for ax in axes:
             assert ax["xlabel"].strip() and ax["ylabel"].strip(), ax
-    ylabels = {ax["ylabel"] for fig in figures for ax in json.loads(fig["data-axes"])}
+    ylabels = {ax["ylabel"].replace("\n", " ") for fig in figures for ax in json.loads(fig["data-axes"])}
     assert "toxicity probability (share of prompts, 0–1)" in ylabels
 
 

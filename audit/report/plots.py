@@ -41,7 +41,15 @@ def _figure(fig, title: str, caption: str, too_few: Iterable[str] = ()) -> "Figu
 
 def _zero_based(ax, metric: str) -> None:
     if is_rate(metric):  # rates start at zero: a truncated axis exaggerates differences
-        ax.set_ylim(0.0, max(ax.get_ylim()[1], 1e-9))
+        top = ax.get_ylim()[1]
+        ax.set_ylim(0.0, top if top > 1e-6 else 1.0)
+
+
+def _ylabel(metric: str) -> str:
+    """The axis label with units, wrapped so that it fits beside a panel."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(axis_label(metric), 30))
 
 
 def _intervals(ax, xs, vals, errs) -> None:
@@ -149,7 +157,7 @@ def metric_bars(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] 
             ax.set_xticks(range(len(mrows)), labels, rotation=30, ha="right")
             ax.set_title(metric)
             ax.set_xlabel("checkpoint")
-            ax.set_ylabel(axis_label(metric))
+            ax.set_ylabel(_ylabel(metric))
             _zero_based(ax, metric)
         _finish(fig, f"{probe}: value by checkpoint (black bars: 95% CI; dashed: base)")
         note = (notes or {}).get(probe)
@@ -199,7 +207,7 @@ def rank_curves(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] 
                         ax.axhspan(ref["ci_low"], ref["ci_high"], color=style[0], alpha=0.08)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("adapter rank r (log2 scale)")
-            ax.set_ylabel(axis_label(metric))
+            ax.set_ylabel(_ylabel(metric))
             ax.set_title(metric)
             _zero_based(ax, metric)
             ax.legend()
@@ -253,7 +261,7 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
                                 va="bottom", rotation=90, fontsize=8)
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
         ax.set_xlabel("group")
-        ax.set_ylabel(axis_label(metric))
+        ax.set_ylabel(_ylabel(metric))
         _zero_based(ax, metric)
         ax.set_title(f"{probe}.{metric} by group" + (f" (first {max_groups} of {len(groups)})"
                                                      if len(groups) > max_groups else ""))
@@ -308,7 +316,7 @@ def rl_timeseries(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
                         ax.fill_between(t, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts],
                                         color=colors.get(run.label), alpha=0.12, linewidth=0)
             ax.set_xlabel("time step t (decisions)")
-            ax.set_ylabel(axis_label(metric))
+            ax.set_ylabel(_ylabel(metric))
             ax.set_title(metric)
             _zero_based(ax, metric)
             ax.legend(fontsize=8)

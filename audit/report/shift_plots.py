@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .compare import Run
-from .plots import Figure, _figure, _finish, _grid, _ok, _plt, _table, _zero_based
-from .units import axis_label
+from .plots import Figure, _figure, _finish, _grid, _ok, _plt, _table, _ylabel, _zero_based
 
 
 def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
@@ -33,7 +32,7 @@ def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color=colors.get(run.label),
                             linestyle=styles[k % len(styles)], label=f"{run.label} / {model}")
         ax.set_xlabel("layer (0 = embeddings)")
-        ax.set_ylabel(axis_label(col))
+        ax.set_ylabel(_ylabel(col))
         ax.set_title(col)
         _zero_based(ax, col)
         ax.legend()
@@ -66,7 +65,7 @@ def divergence_by_slice(runs: list[Run], colors: dict[str, Any]) -> list[Figure]
                    color=colors.get(run.label), edgecolor="black", linewidth=0.3)
         ax.set_xticks(range(len(slices)), slices, rotation=30, ha="right")
         ax.set_xlabel("corpus slice")
-        ax.set_ylabel(axis_label(col))
+        ax.set_ylabel(_ylabel(col))
         ax.set_title(col)
         ax.legend()
     _finish(fig, "Divergence by corpus slice")
@@ -93,7 +92,7 @@ def weight_delta(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run.label,
                     color=colors.get(run.label))
         ax.set_xlabel("layer")
-        ax.set_ylabel(axis_label(col))
+        ax.set_ylabel(_ylabel(col))
         ax.set_title(f"{col} of ΔW (mean over modules)")
         _zero_based(ax, col)
         ax.legend()
