@@ -123,3 +123,14 @@ def test_report_cli_with_policy_shows_the_gate_first(runs, tmp_path):
     first_table = _index(p.events, lambda t, a: t == "table")
     gates = [i for i, (t, a) in enumerate(p.events) if t == "span" and "gate" in a.get("class", "").split()]
     assert gates and max(gates) < first_table
+
+
+def test_report_of_runs_without_a_toxicity_probe(runs, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(runs["base"], tmp_path / "no-toxicity"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["probes"] = [p for p in manifest["probes"] if p != "toxicity"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    html = write_report([run], tmp_path / "r.html").read_text()
+    assert "scored by" not in html and "bbq" in html
