@@ -15,7 +15,21 @@ import warnings
 
 #: Libraries whose warnings and bars are noise in an audit notebook (their errors still show).
 NOISY = ("transformers", "peft", "accelerate", "datasets", "huggingface_hub", "torch", "bitsandbytes",
-         "sklearn", "fairlearn", "gymnasium", "tokenizers")
+         "sklearn", "fairlearn", "gymnasium", "tokenizers", "tqdm")
+_AUDIT_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """audit's own advisories as one readable line; everything else as Python prints it."""
+    if os.path.abspath(filename).startswith(_AUDIT_DIR):
+        import time
+
+        print(f"[{time.strftime('%H:%M:%S')}] note: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _DEFAULT_SHOW(message, category, filename, lineno, file, line)
+
+
+_DEFAULT_SHOW = warnings.showwarning
 
 
 def setup_logging(quiet_libraries: bool = True, progress: bool = True, level: int = logging.INFO) -> None:
@@ -29,6 +43,7 @@ def setup_logging(quiet_libraries: bool = True, progress: bool = True, level: in
         handler._audit_setup = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(level)
+    warnings.showwarning = _show_warning
     if not quiet_libraries:
         return
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
