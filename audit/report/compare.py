@@ -3,10 +3,8 @@
 The table is *long*: one row per (checkpoint, probe, metric[, group]). Long is what a reader filters,
 what the report and the gate read, and it pivots to a wide table in one call (`wide()`).
 
-One interval per change: when the probe itself ran the base (an adapter's disabled base, or `--base`), it
-stored the paired change as `change_vs_base.<metric>` and that stored value is used everywhere (compare,
-report, card, gate), never recomputed with other resamples. Otherwise the change against the base is a
-**paired** bootstrap difference (computed here, deterministically from `seed`) whenever both runs logged the same
+One interval per change: a change the probe stored (`changes.stored_change`) is used as is. Otherwise
+the change against the base is a **paired** bootstrap difference (deterministic in `seed`) when both runs logged the same
 items in `samples.jsonl` (joined on `item_id`, else on `(group, prompt)`) and the per-item values
 reproduce the reported metric; paired differences are much tighter than two separate intervals,
 because item difficulty cancels. Otherwise the change is the difference of the two point values with
@@ -259,40 +257,6 @@ def _unpaired(m: Metric, b: Metric) -> tuple[Optional[float], Optional[float], O
     return delta, delta - 1.959964 * se, delta + 1.959964 * se
 
 
-#: Prefix of the paired changes a probe stores in its own result when it ran the base itself.
-STORED_CHANGE = "change_vs_base."
-
-
-def _base_weights(run: Run) -> tuple[dict[str, str], Any]:
-    """(weight hashes, quantization) of the base the run's probes compared against."""
-    man = run.manifest
-    if man.base is not None:
-        return man.base.weight_files, man.base.quantization
-    return man.model.base_weight_files, man.model.quantization
-
-
-def stored_change(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Metric,
-                  group: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """The paired change that the probe computed once and stored (`change_vs_base.<metric>`), when the
-    base it compared against is `base`: the same base weights, and the stored change equals the two
-    reported values' difference. This is THE interval of that change: compare, report, card and gate
-    all read it, so one change never shows two intervals."""
-    res = run.results.get(probe)
-    key = STORED_CHANGE + metric
-    if res is None or m.value is None or b.value is None:
-        return None
-    d = res.metrics.get(key) if group is None else res.groups.get(key, {}).get(group)
-    if d is None or d.value is None or d.ci_low is None or d.ci_high is None:
-        return None
-    mine, (theirs, quant) = _base_weights(run), (base.manifest.model.weight_files, base.manifest.model.quantization)
-    if not mine[0] or mine[0] != theirs or (mine[1] or None) != (quant or None):
-        return None
-    if not math.isclose(d.value, m.value - b.value, rel_tol=1e-6, abs_tol=1e-9):
-        return None
-    return {"delta": d.value, "delta_ci_low": d.ci_low, "delta_ci_high": d.ci_high, "delta_kind": "paired",
-            "n_paired": d.n or None, "note": "paired change computed by the probe (stored in its result)"}
-
-
 def metric_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Metric,
                  group: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
     """The change run - base on one metric: the probe's stored paired change when it has one for this base
@@ -302,6 +266,8 @@ def metric_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Met
     if m.value is None or b.value is None:
         out["note"] = "undefined value: no change computed"
         return out
+    from .changes import stored_change
+
     stored = stored_change(run, base, probe, metric, m, b, group)
     if stored is not None:
         return stored

@@ -51,8 +51,8 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                 lines.append(f"- **{md_cell(h['checkpoint'])}**: no detectable change on {len(h['kept'])} of "
                              f"{h['n']} metrics{kept}; changed on {len(h['moved'])}{moved}.")
         lines.append("")
-        rows = [[s["verdict"], s["checkpoint"], s["method"], s["rank"] if s["rank"] is not None else "", s["key"], s["base_s"],
-                 s["ft_s"], s["value_s"],
+        rows = [[s["verdict"], s["checkpoint"], s["method"], s["rank"] if s["rank"] is not None else "", s["key"],
+                 s["base_s"], s["ft_s"], s["value_s"],
                  (f"{s['delta']:+.3g} {s['delta_ci_s']} ({s['delta_kind']})" if s["delta"] is not None else ""),
                  s["frac_s"]]
                 for s in ctx["summary"] if s["verdict"] != "full-FT reference"]
