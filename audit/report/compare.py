@@ -4,8 +4,8 @@ The table is *long*: one row per (checkpoint, probe, metric[, group]). Long is w
 what the report and the gate read, and it pivots to a wide table in one call (`wide()`).
 
 One interval per change: a change the probe stored (`changes.stored_change`) is used as is. Otherwise
-the change against the base is a **paired** bootstrap difference (deterministic in `seed`) when both runs logged the same
-items in `samples.jsonl` (joined on `item_id`, else on `(group, prompt)`) and the per-item values
+the change against the base is a **paired** bootstrap difference (deterministic in `seed`) when both
+runs logged the same items in `samples.jsonl` (joined on `item_id`, else on `(group, prompt)`) and the per-item values
 reproduce the reported metric; paired differences are much tighter than two separate intervals,
 because item difficulty cancels. Otherwise the change is the difference of the two point values with
 an interval from the two CIs taken as independent normals (`delta_kind` "unpaired"; `note` says why).
