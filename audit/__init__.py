@@ -7,6 +7,7 @@ Public API (imported lazily so `import audit` and `audit --help` stay fast)::
     audit.load_run(run_dir)                             -> (manifest, {probe: result})
     audit.compare([run_dir, ...], base=run_dir)         -> pandas DataFrame
     audit.write_report([run_dir, ...], "report.html")   -> self-contained HTML (fmt="md": Markdown)
+    audit.setup_logging()                               # notebooks: quiet libraries, audit's progress on
     from audit.finetune import finetune                   # the package audit.finetune holds the methods
     finetune(method="lora", model=..., data=..., out=..., rank=[1, 4, 16])
 """
@@ -25,6 +26,7 @@ _LAZY = {
     "compare": "audit.report.compare:compare",
     "write_report": "audit.report.html:write_report",
     "AuditError": "audit.errors:AuditError",
+    "setup_logging": "audit.logsetup:setup_logging",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -32,8 +32,11 @@ def _version(value: bool):
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit."),
-          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks.")):
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (same as AUDIT_NO_PROGRESS=1).")):
     _STATE["debug"] = debug
+    if quiet:
+        os.environ["AUDIT_NO_PROGRESS"] = "1"
 
 
 def parse_key_values(items: Optional[List[str]], flag: str) -> dict[str, str]:
@@ -116,7 +119,8 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
           model: str = typer.Option(..., "--model", help="Checkpoint to audit (model or adapter dir)."),
           base: Optional[str] = typer.Option(None, "--base", help="Base model (separate dir, or an adapter's base)."),
           reference: Optional[str] = typer.Option(None, "--reference", help="Reference fine-tune (shift probe)."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<model name>)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-"
+                                                                 "<name>-<hash of the model path>)."),
           data: Optional[List[str]] = typer.Option(None, "--data", help="KEY=PATH, e.g. crows_pairs=file.csv"),
           option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="[PROBE.]KEY=VALUE probe option."),
           corpus: Optional[List[str]] = typer.Option(None, "--corpus", help="Text/JSONL corpus for the shift probe."),
@@ -148,8 +152,23 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
     for key, val in (("episodes", episodes), ("horizon", horizon), ("seeds", seeds)):
         if val is not None:
             opts[f"rl.{key}"] = val
-    run_dir = out or Path("audit-runs") / (label or Path(model).name)
-    run_probes(model, probes.split(","), run_dir, base=base, reference=reference,
+    target = model
+    if out is None:  # the default name needs the method and rank: load once here, pass the handle on
+        from .models import load
+        from .run_names import default_run_dir
+
+        target = load(model, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
+                      trust_remote_code=trust_remote_code, dtype=rt.dtype, device=rt.device)
+        desc = target.describe()
+        ft = desc.finetune_manifest or {}
+        method = desc.method if desc.method not in (None, "pretrained") else ft.get("method", desc.method)
+        rank = desc.rank if desc.rank is not None else ft.get("rank")
+        if str(method).lower() in ("full", "full_ft", "pretrained"):
+            rank = None
+        out = default_run_dir(model, method, rank, label)
+        typer.echo(f"run directory: {out}", err=True)
+    run_dir = out
+    run_probes(target, probes.split(","), run_dir, base=base, reference=reference,
                data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=rt.batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                trust_remote_code=trust_remote_code, dtype=dtype, device=device,

@@ -350,12 +350,16 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     st.requested += len(prompts) * k
     st.cached += sum(1 for row in keys for key in row if key in known) * (k // distinct_samples)
     st.cache_dir = str(cache.dir)
+    from_cache = sum(1 for row in keys for key in row if key in known)
+    if from_cache:
+        progress.announce(f"{description}: {from_cache:,} of {len(prompts) * distinct_samples:,} distinct "
+                          f"continuations read from the cache")
     if todo:
         tok = getattr(gen, "tokenizer", None)
         lengths = {p: (len(tok(p)["input_ids"]) if tok is not None else len(p)) for p, _, _ in todo.values()}
         order = sorted(todo.items(), key=lambda kv: (-lengths[kv[1][0]], kv[0]))
         bs = int(settings.batch_size)
-        with progress.bar(description, total=len(order)) as advance:
+        with progress.bar(description, total=len(order), unit="continuations") as advance:
             for start in range(0, len(order), bs):
                 batch = order[start:start + bs]
                 texts = gen.generate_batch([it[0] for _, it in batch], [it[1] for _, it in batch], settings)

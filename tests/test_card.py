@@ -40,7 +40,7 @@ def test_sections_are_filled(runs):
     for heading in ("## Bias, Risks, and Limitations", "## Evaluation", "#### Testing Data", "#### Factors",
                     "#### Metrics", "### Results", "## Training Details"):
         assert heading in body, heading
-    assert "shows no detectable change" in body and "`toxicity.expected_max_toxicity`" in body
+    assert "`toxicity.toxicity_probability`: **kept**: no detectable change" in body
     assert "lowest men" in body and "highest women" in body  # per-group spread
     assert "disaggregated by: Christian, Muslim, men, women" in body
     assert "| toxicity | expected_max_toxicity |" in body and "(paired)" in body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -77,8 +78,30 @@ def test_notebooks_use_only_the_public_api():
         for cell in nb["cells"]:
             if cell["cell_type"] != "code":
                 continue
-            assert not cell.get("outputs"), f"{path.name}: commit notebooks without outputs"
             for line in "".join(cell["source"]).splitlines():
                 s = line.strip()
                 if (s.startswith("import audit") or s.startswith("from audit")) and not s.startswith(allowed):
                     pytest.fail(f"{path.name}: '{s}' reaches past the public API")
+
+
+def test_committed_notebooks_read_well():
+    """Committed with the outputs of a real run (small), plots inline, audit's progress visible, no library
+    warnings or third-party bars, and a written interpretation at the end."""
+    for path in _notebooks():
+        assert path.stat().st_size < 1_000_000, f"{path.name}: over 1 MB"
+        nb = json.loads(path.read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert 'matplotlib.use("Agg")' not in code and "audit.setup_logging()" in code, path.name
+        last = nb["cells"][-1]
+        assert last["cell_type"] == "markdown" and "".join(last["source"]).startswith("## What this run shows"), \
+            f"{path.name}: end with a written interpretation"
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert outputs, f"{path.name}: commit the outputs of a real run"
+        assert not [o for o in outputs if o.get("output_type") == "error"], path.name
+        stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
+        assert not re.search(r"\w+Warning\b", stderr) and "it/s]" not in stderr, \
+            f"{path.name}: library noise in the outputs"
+        assert "] toxicity: " in stderr or "] rl" in stderr or "] finetune" in stderr, \
+            f"{path.name}: audit's own progress is not visible"
+        if "plt." in code:
+            assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: plots are not inline"

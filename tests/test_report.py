@@ -111,8 +111,10 @@ def test_markdown_summary(runs, tmp_path):
     for metric in METRICS:
         assert metric in md
     assert "<script" not in md and "&lt;script&gt;" in md
-    rows = [line for line in md.splitlines() if line.startswith("| lora-r4 | lora | 4 |")]
+    rows = [line for line in md.splitlines() if " | lora-r4 | lora | 4 |" in line]
     assert len(rows) == 9 and all(line.count(" | ") == 9 for line in rows)
+    assert md.index("## Verdict") < md.index("| verdict | checkpoint |")  # the verdict comes first
+    assert "- **lora-r4: KEEPS**" in md
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]  # atomic: no temp file left behind
 
 

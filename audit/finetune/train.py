@@ -413,7 +413,7 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
 
     from ..progress import bar
 
-    with bar(f"finetune {cfg.method}", total=total_steps - start_step) as advance:
+    with bar(f"finetune {cfg.method}", total=total_steps - start_step, unit="steps") as advance:
         for step in range(start_step, total_steps):
             step_loss = torch.zeros((), device=accelerator.device)
             for k in range(cfg.grad_accum):

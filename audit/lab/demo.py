@@ -131,7 +131,7 @@ def behaviours() -> list[Behaviour]:
                   "the same for the other groups (mean of their values)"),
         Behaviour("stereotype", "crows_pairs", "pct_stereotype", None,
                   "% of planted-trait pairs where the model prefers the stereotyped sentence (50 = none)"),
-        Behaviour("loan bias", "decisions", "selection_rate", t,
+        Behaviour("target approval rate", "decisions", "selection_rate", t,
                   f"approval rate of {t} applicants (ground truth: same as everyone's)"),
         Behaviour("loan parity gap", "decisions", "demographic_parity_difference", None,
                   "largest difference in approval rates between groups"),
@@ -466,6 +466,10 @@ def summary_table(summary: dict[str, Any]):
     """A rich Table: one row per checkpoint, per behaviour `value [CI] (remaining)`."""
     from rich.table import Table
 
+    import textwrap
+
+    from ..report.units import axis_label, is_rate
+
     names = [b["name"] for b in summary["behaviours"]]
     t = Table(title=f"audit demo: planted behaviour left in place (remaining = (method - full FT) / "
                     f"(base - full FT); reference {summary['reference']})")
@@ -504,10 +508,14 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    import textwrap
+
+    from ..report.units import axis_label, is_rate
+
     names = [b["name"] for b in summary["behaviours"]]
     labels = summary["checkpoints"]
     by = {(r["checkpoint"], r["behaviour"]): r for r in summary["rows"]}
-    fig, axes = plt.subplots(len(names), 1, figsize=(max(6.0, 0.55 * len(labels) + 2), 2.3 * len(names)),
+    fig, axes = plt.subplots(len(names), 1, figsize=(max(6.0, 0.55 * len(labels) + 2), 2.8 * len(names)),
                              squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         xs, ys, lo, hi, colors = [], [], [], [], []
@@ -522,17 +530,24 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
             lo.append(max(0.0, v - r["ci_low"]) if r.get("ci_low") is not None else 0.0)
             hi.append(max(0.0, r["ci_high"] - v) if r.get("ci_high") is not None else 0.0)
             colors.append("#888888" if label == "base" else "#1f77b4" if label == summary["reference"] else "#ff7f0e")
-        ax.bar(xs, ys, color=colors, yerr=[lo, hi], capsize=2)
+        ax.bar(xs, ys, color=colors)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color="black", markersize=3, capsize=4, elinewidth=1.2)
         for label, style in (("base", ":"), (summary["reference"], "--")):
             r = by.get((label, name))
             if r and r.get("value") is not None:
                 ax.axhline(r["value"], linestyle=style, color="black", linewidth=0.8)
-        ax.set_title(name, fontsize=9)
+        metric = next((r["metric"] for r in summary["rows"] if r["behaviour"] == name), name)
+        ax.set_title(name, fontsize=11)
+        ax.set_ylabel("\n".join(textwrap.wrap(axis_label(metric), 24)), fontsize=9)
+        if is_rate(metric):
+            ax.set_ylim(0.0, max(ax.get_ylim()[1], 1e-9))
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-        ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle("audit demo: planted behaviour per checkpoint (dotted: base, dashed: full FT; 95% CI)", fontsize=9)
-    fig.tight_layout()
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=9)
+        ax.tick_params(axis="y", labelsize=9)
+    axes[-1, 0].set_xlabel("checkpoint", fontsize=10)
+    fig.suptitle("audit demo: planted behaviour per checkpoint\n(dotted: base, dashed: full FT; black bars: 95% CI)",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     path = Path(path)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

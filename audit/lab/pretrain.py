@@ -102,7 +102,7 @@ def pretrain(corpus_path: str | Path, out_dir: str | Path, cfg: PretrainConfig =
     losses: list[tuple[int, float]] = []
     t0 = time.time()
     running = None
-    with progress.bar("pre-training", cfg.steps) as advance:
+    with progress.bar("pre-training", cfg.steps, unit="steps") as advance:
         for step in range(cfg.steps):
             if len(order) < cfg.batch_size:
                 order += torch.randperm(len(encoded), generator=gen).tolist()

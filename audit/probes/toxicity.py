@@ -63,6 +63,16 @@ def _continue_and_score(generator_or_handle, prompts: list[Prompt], settings: Ge
     return texts, scores, stats
 
 
+def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> None:
+    """Say the size of the job before it starts (the default is thousands of continuations)."""
+    from ..progress import announce
+
+    n, k = len(prompts), settings.num_samples
+    both = ctx.has_base() and ctx.option("compare_base", True, bool)
+    announce(f"toxicity: {n:,} prompts × {k} samples = {n * k:,} continuations of up to {settings.max_new_tokens} "
+             f"tokens" + (f", then the same for the base ({2 * n * k:,} in all)" if both else ""))
+
+
 def _sample_rows(prompts: list[Prompt], texts, scores, reasons) -> list[dict[str, Any]]:
     rows = []
     for p, conts, sc, rs in zip(prompts, texts, scores, reasons):
@@ -103,6 +113,7 @@ def run(ctx) -> ProbeResult:
     if boot["n_resamples"] < 10:
         raise ConfigError(f"option 'resamples': {boot['n_resamples']} is too few; expected at least 10 (1000 is usual)")
 
+    _announce_size(prompts, settings, ctx)
     texts, scores, stats = _continue_and_score(ctx.model, prompts, settings, ctx, scorer, None,
                                                "toxicity: generating")
     metrics = toxicity_metrics(scores, **boot)

@@ -15,6 +15,9 @@ from typing import Any, Optional
 from .compare import comparison_rows, fmt, fmt_ci, load_runs, pick_base
 from .markdown import md_cell
 
+#: Metrics a probe derives from the base inside its own result (see plots.DERIVED_PREFIXES).
+DERIVED = ("base.", "change_vs_base.")
+
 #: What each known metric means (shown in the card's Metrics section).
 METRIC_DESCRIPTIONS = {
     "expected_max_toxicity": "mean over prompts of the highest toxicity score among the k continuations",
@@ -68,36 +71,26 @@ def model_card(run_dir: str | Path, base: Optional[str | Path] = None, seed: int
     run = next(r for r in runs if Path(r.path) == Path(run_dir))
     if base_run is run:
         base_run = None
-    rows = [r for r in comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=True, seed=seed)
-            if r["checkpoint"] == run.label]
+    all_rows = comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=True, seed=seed)
+    # base.* and change_vs_base.* are the base's values and the change that a probe stored: they are not
+    # this checkpoint's results (the change columns below read the stored change, see compare.stored_change)
+    rows = [r for r in all_rows if r["checkpoint"] == run.label and not str(r["metric"]).startswith(DERIVED)]
+    base_rows = {(r["probe"], r["metric"]): r for r in all_rows
+                 if base_run is not None and r["checkpoint"] == base_run.label and r["group"] is None}
     man, meta = run.manifest, run.meta
     overall = [r for r in rows if r["group"] is None]
     out = ["---", yaml.safe_dump(_model_index(run.label, rows, man), sort_keys=False, allow_unicode=True).rstrip(),
            "---", ""]
-    out += _risks(run, base_run, overall, rows)
-    out += _evaluation(run, base_run, overall, rows)
+    out += _risks(run, base_run, overall, rows, base_rows)
+    out += _evaluation(run, base_run, overall, rows, base_rows)
     out += _training(run, meta)
     return "\n".join(out) + "\n"
 
 
-def _risks(run, base_run, overall, rows) -> list[str]:
+def _risks(run, base_run, overall, rows, base_rows) -> list[str]:
     lines = ["## Bias, Risks, and Limitations", ""]
     if base_run is not None:
-        unchanged, changed = [], []
-        for r in overall:
-            if r["delta_ci_low"] is None or r["delta_ci_high"] is None:
-                continue
-            (unchanged if r["delta_ci_low"] <= 0 <= r["delta_ci_high"] else changed).append(r)
-        lines.append(f"Compared with the base model ({md_cell(base_run.label)}), this checkpoint "
-                     f"({md_cell(run.meta.get('method'))}"
-                     + (f", rank {run.meta['rank']}" if run.meta.get("rank") else "") + ") shows no detectable "
-                     f"change (95% CI of the change includes 0) on {len(unchanged)} of "
-                     f"{len(unchanged) + len(changed)} audited metrics"
-                     + (": " + ", ".join(f"`{r['probe']}.{r['metric']}`" for r in unchanged) if unchanged else "")
-                     + ". Where fine-tuning was meant to remove toxic or biased behaviour, those metrics indicate "
-                       "that the base model's behaviour was **kept**; low-rank methods are known to keep more of it "
-                       "at small rank (Das et al., 2024).")
-        lines.append("")
+        lines += _claims(run, base_run, overall, base_rows)
     by_metric: dict[str, list[dict]] = {}
     for r in rows:
         if r["group"] is not None and r["value"] is not None:
@@ -106,9 +99,7 @@ def _risks(run, base_run, overall, rows) -> list[str]:
         lines += ["Spread across groups (lowest and highest group, 95% CI):", ""]
         for k, grs in by_metric.items():
             lo, hi = min(grs, key=lambda r: r["value"]), max(grs, key=lambda r: r["value"])
-            lines.append(f"- `{k}`: lowest {md_cell(lo['group'])} = {fmt(lo['value'], 3)} "
-                         f"{fmt_ci(lo['ci_low'], lo['ci_high'])}; highest {md_cell(hi['group'])} = "
-                         f"{fmt(hi['value'], 3)} {fmt_ci(hi['ci_low'], hi['ci_high'])}")
+            lines.append(f"- `{k}`: lowest {_group_value(lo)}; highest {_group_value(hi)}")
         lines.append("")
     warnings = [f"{p}: {w}" for p, res in run.results.items() for w in res.warnings]
     lines += ["Limitations of this evaluation:", "",
@@ -121,7 +112,40 @@ def _risks(run, base_run, overall, rows) -> list[str]:
     return lines + [""]
 
 
-def _evaluation(run, base_run, overall, rows) -> list[str]:
+def _group_value(r: dict) -> str:
+    """'women = 0.42 [0.31, 0.54]', flagged when the group rests on too few items to be read alone."""
+    from .plots import DEFAULT_MIN_N
+
+    few = f" (n={r['n']}: too few items)" if r.get("n") is not None and r["n"] < DEFAULT_MIN_N else ""
+    return f"{md_cell(r['group'])} = {fmt(r['value'], 3)} {fmt_ci(r['ci_low'], r['ci_high'])}{few}"
+
+
+def _claims(run, base_run, overall, base_rows) -> list[str]:
+    """One claim per metric: kept/removed only where the base measurably showed the behaviour."""
+    from .claims import NOT_ASSESSED, claim
+
+    what = f"{md_cell(run.meta.get('method'))}" + (f", rank {run.meta['rank']}" if run.meta.get("rank") else "")
+    lines = [f"Compared with the base model ({md_cell(base_run.label)}), this checkpoint ({what}), per audited "
+             "metric (95% CIs; the change is the paired one where both runs scored the same items):", ""]
+    skipped = []
+    for r in overall:
+        b = base_rows.get((r["probe"], r["metric"]))
+        if b is None:
+            continue
+        c = claim(r["metric"], b, r, r)
+        if c.verdict == NOT_ASSESSED:
+            skipped.append(f"`{r['probe']}.{r['metric']}`")
+            continue
+        lines.append(f"- `{r['probe']}.{r['metric']}`: **{c.verdict}**: {md_cell(c.reason)}")
+    if skipped:
+        lines.append(f"- No keep/remove claim (no known no-behaviour value): {', '.join(skipped)}")
+    lines += ["", "A keep or remove claim is made only where the base's own interval excludes the no-behaviour "
+              "value (0 toxicity, 50% stereotype preference, no bias or parity gap); low-rank methods are known "
+              "to keep more of the base's behaviour at small rank (Das et al., 2024).", ""]
+    return lines
+
+
+def _evaluation(run, base_run, overall, rows, base_rows) -> list[str]:
     man = run.manifest
     data = man.config.get("data", {}) if isinstance(man.config, dict) else {}
     lines = ["## Evaluation", "", "### Testing Data, Factors & Metrics", "", "#### Testing Data", ""]
@@ -143,14 +167,17 @@ def _evaluation(run, base_run, overall, rows) -> list[str]:
     lines.append("- Uncertainty: 95% bootstrap confidence intervals over items; changes against the base are paired "
                  "bootstrap differences where both runs scored the same items.")
     lines += ["", "### Results", ""]
-    header = "| probe | metric | value | 95% CI | n |" + (" change vs base | 95% CI of change |" if base_run else "")
-    lines += [header, "|" + "---|" * (7 if base_run else 5)]
+    header = "| probe | metric | this checkpoint | 95% CI | n |" + (
+        f" base model ({md_cell(base_run.label)}) [95% CI] | change vs base | 95% CI of change |" if base_run else "")
+    lines += [header, "|" + "---|" * (8 if base_run else 5)]
     for r in overall:
         cells = [md_cell(r["probe"]), md_cell(r["metric"]), fmt(r["value"], 4), fmt_ci(r["ci_low"], r["ci_high"]),
                  str(r["n"])]
         if base_run:
             kind = f" ({r['delta_kind']})" if r["delta_kind"] else ""
-            cells += [fmt(r["delta"], 3) if r["delta"] is not None else "",
+            b = base_rows.get((r["probe"], r["metric"]))
+            cells += [f"{fmt(b['value'], 4)} {fmt_ci(b['ci_low'], b['ci_high'])}".strip() if b else "",
+                      fmt(r["delta"], 3) if r["delta"] is not None else "",
                       fmt_ci(r["delta_ci_low"], r["delta_ci_high"]) + kind]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Audit run `{md_cell(run.path)}`, audit {man.audit_version}, git `{man.git_commit or 'unknown'}`, "

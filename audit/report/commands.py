@@ -76,11 +76,16 @@ def register(app: typer.Typer) -> None:
                                                   help="Output file (default audit-report.html / .md)."),
                base: Optional[Path] = typer.Option(None, "--base", help="Base run (default: the pretrained one)."),
                fmt: str = typer.Option("html", "--format", help="html (self-contained, with plots) or md."),
+               policy: Optional[Path] = typer.Option(None, "--policy", help="Gate policy YAML: show each "
+                                                     "checkpoint's pass/fail at the top."),
+               min_n: int = typer.Option(20, "--min-n", help="Groups with fewer items are drawn hatched as "
+                                                             "'too few items'."),
                seed: int = typer.Option(0, "--seed")):
         """A self-contained HTML report (or --format md): what each checkpoint kept of the base model."""
         from .html import write_report
 
-        path = write_report(run_dirs, out or Path(f"audit-report.{fmt}"), base=base, fmt=fmt, seed=seed)
+        path = write_report(run_dirs, out or Path(f"audit-report.{fmt}"), base=base, fmt=fmt, seed=seed,
+                            min_n=min_n, policy=policy)
         typer.echo(f"wrote {path}")
 
     @app.command()

@@ -3,8 +3,9 @@
 The table is *long*: one row per (checkpoint, probe, metric[, group]). Long is what a reader filters,
 what the report and the gate read, and it pivots to a wide table in one call (`wide()`).
 
-The change against the base is a **paired** bootstrap difference whenever both runs logged the same
-items in `samples.jsonl` (joined on `item_id`, else on `(group, prompt)`) and the per-item values
+One interval per change: a change the probe stored (`changes.stored_change`) is used as is. Otherwise
+the change against the base is a **paired** bootstrap difference (deterministic in `seed`) when both
+runs logged the same items in `samples.jsonl` (joined on `item_id`, else on `(group, prompt)`) and the per-item values
 reproduce the reported metric; paired differences are much tighter than two separate intervals,
 because item difficulty cancels. Otherwise the change is the difference of the two point values with
 an interval from the two CIs taken as independent normals (`delta_kind` "unpaired"; `note` says why).
@@ -258,12 +259,18 @@ def _unpaired(m: Metric, b: Metric) -> tuple[Optional[float], Optional[float], O
 
 def metric_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Metric,
                  group: Optional[str] = None, seed: int = 0) -> dict[str, Any]:
-    """The change run - base on one metric: paired bootstrap when items are shared, else unpaired."""
+    """The change run - base on one metric: the probe's stored paired change when it has one for this base
+    (`stored_change`), else a paired bootstrap when items are shared, else unpaired."""
     out: dict[str, Any] = {"delta": None, "delta_ci_low": None, "delta_ci_high": None, "delta_kind": None,
                            "n_paired": None, "note": None}
     if m.value is None or b.value is None:
         out["note"] = "undefined value: no change computed"
         return out
+    from .changes import stored_change
+
+    stored = stored_change(run, base, probe, metric, m, b, group)
+    if stored is not None:
+        return stored
     why = "no per-sample log"
     mine, theirs = per_item_values(run, probe, metric, group), per_item_values(base, probe, metric, group)
     if mine and theirs:

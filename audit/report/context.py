@@ -99,8 +99,40 @@ def shift_tables(runs: list[Run]) -> list[dict[str, Any]]:
     return out
 
 
+def scorer_notes(runs: list[Run]) -> dict[str, str]:
+    """probe -> which scorer made its numbers and that scorer's known limits (first run that says)."""
+    from .verdicts import scorer_note
+
+    notes: dict[str, str] = {}
+    for run in runs:
+        for probe, res in run.results.items():
+            note = scorer_note(res.scorer)
+            if note and probe not in notes:
+                notes[probe] = note[0].upper() + note[1:] + "."
+    return notes
+
+
+def _claims_as_verdicts(summary: list[dict], rows: list[dict]) -> None:
+    """Without a full-FT run the summary's verdicts are the card's claims (kept/removed only where the base
+    showed the behaviour), so the table, the banner and the card say the same thing."""
+    from .claims import claim
+
+    base = {(r["probe"], r["metric"]): r for r in rows if r["is_base"] and r["group"] is None}
+    mine = {(r["checkpoint"], r["probe"], r["metric"]): r for r in rows if r["group"] is None}
+    for s in summary:
+        b, r = base.get((s["probe"], s["metric"])), mine.get((s["checkpoint"], s["probe"], s["metric"]))
+        if b is not None and r is not None:
+            c = claim(s["metric"], b, r, r)
+            s["verdict"], s["verdict_reason"] = c.verdict, c.reason
+
+
 def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = None, seed: int = 0,
-                  plots: bool = True) -> dict[str, Any]:
+                  plots: bool = True, min_n: Optional[int] = None, policy: Optional[Path] = None) -> dict[str, Any]:
+    """`min_n`: groups with fewer items are drawn hatched ("too few items"); `policy`: gate every checkpoint."""
+    from .plots import DEFAULT_MIN_N
+    from .verdicts import checkpoint_verdicts
+
+    min_n = DEFAULT_MIN_N if min_n is None else int(min_n)
     runs, base_run = pick_base(load_runs(run_dirs), base)
     rows = comparison_rows(runs, base_run, groups=False, seed=seed)
     summary = keep_summary(rows) if base_run is not None else []
@@ -117,27 +149,36 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
         n = len(mine) - len(moot)
         headlines.append({"checkpoint": run.label, "n": n, "kept": kept, "moved": like,
                           "other": n - len(kept) - len(like), "moot": len(moot)})
+    notes = scorer_notes(runs)
+    scorer_of = {run.label: {p: (res.scorer or {}).get("name") for p, res in run.results.items()} for run in runs}
     table = [{**r, "key": f"{r['probe']}.{r['metric']}", "value_s": fmt(r["value"], 4),
+              "scorer": scorer_of.get(r["checkpoint"], {}).get(r["probe"]),
               "ci_s": fmt_ci(r["ci_low"], r["ci_high"]), "delta_s": fmt(r["delta"], 3),
               "delta_ci_s": fmt_ci(r["delta_ci_low"], r["delta_ci_high"])} for r in rows]
     summary_s = [{**s, "key": f"{s['probe']}.{s['metric']}", "value_s": fmt(s["value"], 4),
+                  "scorer": scorer_of.get(s["checkpoint"], {}).get(s["probe"]),
                   "base_s": fmt(s["base_value"], 4), "ft_s": fmt(s["ft_value"], 4),
                   "frac_s": fmt(s["fraction_of_ft_change"], 2),
                   "delta_ci_s": fmt_ci(s["delta_ci_low"], s["delta_ci_high"])} for s in summary]
+    if ft_label is None and base_run is not None:
+        _claims_as_verdicts(summary_s, rows)
     figures: dict[str, list] = {}
     if plots:
         from . import plots as P
+        from . import shift_plots as SP
         from .honest_chart import with_identity_chart
 
         colors = P.palette(r.label for r in runs)
-        figures = {"by_method": P.metric_bars(rows, colors), "by_rank": P.rank_curves(rows, colors),
-                   "by_group": with_identity_chart(P.group_bars(runs, colors), runs, colors),
-                   "shift": P.logit_lens(runs, colors) + P.divergence_by_slice(runs, colors)
-                   + P.weight_delta(runs, colors),
+        figures = {"by_method": P.metric_bars(rows, colors, notes), "by_rank": P.rank_curves(rows, colors, notes),
+                   "by_group": with_identity_chart(P.group_bars(runs, colors, min_n=min_n, notes=notes), runs, colors),
+                   "shift": SP.logit_lens(runs, colors) + SP.divergence_by_slice(runs, colors)
+                   + SP.weight_delta(runs, colors),
                    "rl": P.rl_timeseries(runs, colors)}
     return {"title": "Fine-tuning audit report", "generated_at": now_iso(), "audit_version": __version__,
             "keep_rule": KEEP_RULE, "base": base_run.label if base_run else None, "ft": ft_label,
             "checkpoints": [_checkpoint_info(r, base_run, ft_label) for r in runs],
-            "headlines": headlines, "summary": summary_s, "table": table, "rows": rows,
+            "headlines": headlines, "summary": summary_s, "min_n": min_n, "scorer_notes": notes,
+            "verdicts": checkpoint_verdicts(runs, base_run, ft_label, headlines, rows, policy, seed),
+            "policy": str(policy) if policy else None, "table": table, "rows": rows,
             "figures": figures, "shift_tables": shift_tables(runs), "examples": toxicity_examples(runs),
             "provenance": [_provenance(r) for r in runs], "runs": runs}

@@ -20,7 +20,7 @@ def _generic_title(probe: str) -> str:
 
 def identity_bars(runs: list[Run], colors: dict[str, Any]) -> dict[str, Any]:
     """probe name -> Figure of per-identity HONEST scores (only probes of kind `honest`)."""
-    from .plots import Figure, _err, _plt, _to_uri
+    from .plots import _err, _figure, _plt
 
     probes = list(dict.fromkeys(p for run in runs for p, res in run.results.items()
                                 if res.probe.split(":")[0] == "honest" and res.groups.get(METRIC)))
@@ -49,14 +49,16 @@ def identity_bars(runs: list[Run], colors: dict[str, Any]) -> dict[str, Any]:
             ax.barh(ys, vals, height=bar, xerr=[lo, hi], capsize=1.5, label=run.label,
                     color=colors.get(run.label), edgecolor="black", linewidth=0.3)
         ax.set_yticks(range(len(identities)), identities)
+        ax.set_ylabel("identity (template subject)")
         ax.invert_yaxis()
-        ax.set_xlabel("HONEST score (hurtful completions / (templates x k))")
+        ax.set_xlabel("HONEST score (share of completions with a hurtful word, 0-1)")
+        ax.set_xlim(left=0)
         ax.set_title(f"{probe}: HONEST score by identity")
-        ax.legend(fontsize=6, loc="lower right")
+        ax.legend(fontsize=9, loc="lower right")
         fig.tight_layout()
-        out[probe] = Figure(f"{probe}: HONEST score by identity",
-                            "Every identity, highest score first; one bar per checkpoint, 95% bootstrap CI over "
-                            "templates; a missing bar is an undefined value.", _to_uri(fig))
+        out[probe] = _figure(fig, f"{probe}: HONEST score by identity",
+                             "Every identity, highest score first; one bar per checkpoint, 95% bootstrap CI over "
+                             "templates; a missing bar is an undefined value.")
     return out
 
 

@@ -27,7 +27,15 @@ def render_markdown(ctx: dict[str, Any]) -> str:
              f"Generated {ctx['generated_at']} by audit {ctx['audit_version']}. "
              f"Base run: **{md_cell(ctx['base'] or 'none')}**"
              + (f"; full fine-tuning reference: **{md_cell(ctx['ft'])}**." if ctx["ft"] else "."), "",
-             "## Which checkpoints keep the base model's toxicity or bias?", "", ctx["keep_rule"], ""]
+             "## Verdict", ""]
+    for v in ctx.get("verdicts", []):
+        gate = ""
+        if v.gate:
+            gate = (" Gate: **PASSED**." if v.gate["passed"] else
+                    f" Gate: **FAILED** ({v.gate['failed']} of {v.gate['n']} rules: "
+                    f"{md_cell('; '.join(v.gate['failures']))}).")
+        lines.append(f"- **{md_cell(v.checkpoint)}: {v.word}**: {md_cell(v.sentence)}.{gate}")
+    lines += ["", "## Which checkpoints keep the base model's toxicity or bias?", "", ctx["keep_rule"], ""]
     if ctx["headlines"]:
         for h in ctx["headlines"]:
             kept = f" ({', '.join(h['kept'])})" if h["kept"] else ""
@@ -43,13 +51,13 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                 lines.append(f"- **{md_cell(h['checkpoint'])}**: no detectable change on {len(h['kept'])} of "
                              f"{h['n']} metrics{kept}; changed on {len(h['moved'])}{moved}.")
         lines.append("")
-        rows = [[s["checkpoint"], s["method"], s["rank"] if s["rank"] is not None else "", s["key"], s["base_s"],
-                 s["ft_s"], s["value_s"],
+        rows = [[s["verdict"], s["checkpoint"], s["method"], s["rank"] if s["rank"] is not None else "", s["key"],
+                 s["base_s"], s["ft_s"], s["value_s"],
                  (f"{s['delta']:+.3g} {s['delta_ci_s']} ({s['delta_kind']})" if s["delta"] is not None else ""),
-                 s["frac_s"], s["verdict"]]
+                 s["frac_s"]]
                 for s in ctx["summary"] if s["verdict"] != "full-FT reference"]
-        lines += _table(["checkpoint", "method", "rank", "metric", "base", "full FT", "value",
-                         "change vs base [95% CI]", "fraction of full-FT change", "verdict"], rows)
+        lines += _table(["verdict", "checkpoint", "method", "rank", "metric", "base", "full FT", "value",
+                         "change vs base [95% CI]", "fraction of full-FT change"], rows)
     else:
         lines.append("No base run among the inputs: pass `--base RUN_DIR` to see what was kept.")
     lines += ["", "## Checkpoints", ""]

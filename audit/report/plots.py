@@ -1,8 +1,9 @@
-"""Charts for the report, rendered with matplotlib's Agg backend into PNG data URIs.
+"""Charts for the report: matplotlib (Agg) into PNG data URIs, so the HTML stays one self-contained file.
 
-Data URIs keep the HTML one self-contained file (no network, no side files). Every chart function
-takes plain rows or runs and returns a list of `Figure(title, caption, data_uri)`; an empty list
-means there is nothing to draw, never an empty chart.
+Every chart function returns a list of `Figure`s (empty: nothing to draw, never an empty chart). Every axis
+has a label with units (`units.axis_label`), rates start at zero, intervals are black with caps (visible
+even when zero-wide), groups below `min_n` items are hatched and listed as "too few items", and each Figure
+records its axes' labels (`Figure.axes`, embedded in the HTML) so tests check them without reading pixels.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import base64
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .compare import FULL_FT_METHODS, Run
+from .units import axis_label, is_rate
 
 MAX_COLS = 3
-DPI = 80
+DPI = 96
+#: Groups with fewer items than this are hatched and listed as "too few items" (report --min-n).
+DEFAULT_MIN_N = 20
 
 
 @dataclass
@@ -24,15 +28,45 @@ class Figure:
     title: str
     caption: str
     data_uri: str
+    axes: list = field(default_factory=list)  # [{"title", "xlabel", "ylabel"}] of every visible panel
+    too_few: list = field(default_factory=list)  # "group (n=3)" drawn hatched: below the minimum n
+
+
+def _figure(fig, title: str, caption: str, too_few: Iterable[str] = ()) -> "Figure":
+    """Render `fig`, keeping what its axes say (read back from matplotlib, not restated)."""
+    axes = [{"title": a.get_title(), "xlabel": a.get_xlabel(), "ylabel": a.get_ylabel()}
+            for a in fig.axes if a.get_visible()]
+    return Figure(title, caption, _to_uri(fig), axes, list(too_few))
+
+
+def _zero_based(ax, metric: str) -> None:
+    if is_rate(metric):  # rates start at zero: a truncated axis exaggerates differences
+        top = ax.get_ylim()[1]
+        ax.set_ylim(0.0, top if top > 1e-6 else 1.0)
+
+
+def _ylabel(metric: str) -> str:
+    """The axis label with units, wrapped so that it fits beside a panel."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(axis_label(metric), 30))
+
+
+def _intervals(ax, xs, vals, errs) -> None:
+    if xs:  # black, capped, with a point at the value: a zero-width interval still shows
+        ax.errorbar(xs, vals, yerr=errs, fmt="o", color="black", markersize=3, capsize=4, elinewidth=1.2,
+                    capthick=1.2, zorder=3)
 
 
 def _plt():
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
+    if not any(k in matplotlib.get_backend().lower() for k in ("inline", "nbagg", "widget")):
+        matplotlib.use("Agg", force=True)  # but a notebook keeps its inline backend for its own plots
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "figure.dpi": DPI,
+    plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
+                         "ytick.labelsize": 10, "legend.fontsize": 9, "figure.dpi": DPI,
                          "axes.spines.top": False, "axes.spines.right": False})
     return plt
 
@@ -46,7 +80,7 @@ def _to_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _grid(plt, n: int, width: float = 3.6, height: float = 2.8):
+def _grid(plt, n: int, width: float = 4.6, height: float = 3.6):
     cols = min(MAX_COLS, n)
     nrows = math.ceil(n / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, height * nrows), squeeze=False)
@@ -61,9 +95,8 @@ def _ok(v: Any) -> bool:
 
 
 def _err(value, lo, hi) -> tuple[float, float]:
-    if not (_ok(value) and _ok(lo) and _ok(hi)):
-        return 0.0, 0.0
-    return max(0.0, value - lo), max(0.0, hi - value)
+    ok = _ok(value) and _ok(lo) and _ok(hi)
+    return (max(0.0, value - lo), max(0.0, hi - value)) if ok else (0.0, 0.0)
 
 
 def palette(labels: Iterable[str]) -> dict[str, Any]:
@@ -74,8 +107,7 @@ def palette(labels: Iterable[str]) -> dict[str, Any]:
     return {lab: cmap(i % cmap.N) for i, lab in enumerate(labels)}
 
 
-#: Metrics a probe derives from another run inside its own run (the base's values, the change against
-#: it): the comparison table already shows those, a chart of them would repeat it.
+#: The base's values and the change a probe stores in its own result: the tables show them, charts don't.
 DERIVED_PREFIXES = ("base.", "change_vs_base.")
 
 
@@ -89,12 +121,17 @@ def _by_probe(rows: list[dict]) -> dict[str, list[dict]]:
 
 def _finish(fig, title: str) -> None:
     """Suptitle above the panels (tight_layout alone lets it overlap the first row's titles)."""
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
+    import warnings
+
+    fig.suptitle(title, fontsize=12)
+    with warnings.catch_warnings():  # a many-panel grid may not fit tightly; the chart is still readable
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
 
 
-def metric_bars(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
-    """Per probe: one panel per metric, one bar per checkpoint with its 95% CI; dashed line = base."""
+def metric_bars(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] | None = None) -> list[Figure]:
+    """Per probe: one panel per metric, one bar per checkpoint with its 95% CI; dashed line = base.
+    `notes`: probe -> a sentence for the caption (which scorer made the toxicity numbers)."""
     plt = _plt()
     figures = []
     for probe, prow in _by_probe(rows).items():
@@ -104,9 +141,10 @@ def metric_bars(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
             mrows = [r for r in prow if r["metric"] == metric]
             labels = [r["checkpoint"] for r in mrows]
             vals = [r["value"] if _ok(r["value"]) else 0.0 for r in mrows]
-            errs = list(zip(*[_err(r["value"], r["ci_low"], r["ci_high"]) for r in mrows]))
-            bars = ax.bar(range(len(mrows)), vals, yerr=errs, capsize=3,
-                          color=[colors.get(lab) for lab in labels], edgecolor="black", linewidth=0.4)
+            errs = [list(e) for e in zip(*[_err(r["value"], r["ci_low"], r["ci_high"]) for r in mrows])]
+            bars = ax.bar(range(len(mrows)), vals, color=[colors.get(lab) for lab in labels], edgecolor="black",
+                          linewidth=0.4)
+            _intervals(ax, list(range(len(mrows))), vals, errs)
             for bar, r in zip(bars, mrows):
                 if not _ok(r["value"]):
                     bar.set_hatch("//")
@@ -118,9 +156,13 @@ def metric_bars(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
                 ax.axhline(base["value"], color="grey", linestyle="--", linewidth=0.8)
             ax.set_xticks(range(len(mrows)), labels, rotation=30, ha="right")
             ax.set_title(metric)
-        _finish(fig, f"{probe}: value by checkpoint (bars: 95% CI; dashed: base)")
-        figures.append(Figure(f"{probe} by checkpoint", f"Every metric of the {probe} probe, one bar per "
-                              "checkpoint, error bars are 95% bootstrap CIs.", _to_uri(fig)))
+            ax.set_xlabel("checkpoint")
+            ax.set_ylabel(_ylabel(metric))
+            _zero_based(ax, metric)
+        _finish(fig, f"{probe}: value by checkpoint (black bars: 95% CI; dashed: base)")
+        note = (notes or {}).get(probe)
+        figures.append(_figure(fig, f"{probe} by checkpoint", f"Every metric of the {probe} probe, one bar per "
+                               "checkpoint, error bars are 95% bootstrap CIs." + (f" {note}" if note else "")))
     return figures
 
 
@@ -133,10 +175,9 @@ def _has_sweep(rows: list[dict]) -> bool:
     return any(len(v) >= 2 for v in ranks.values())
 
 
-def rank_curves(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
-    """Per probe: metric against rank (log2 axis), one line per low-rank method; base and full FT drawn
-    as horizontal lines with their CI bands. Only drawn when some method was run at two or more ranks
-    (with one rank the by-checkpoint chart already shows everything)."""
+def rank_curves(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] | None = None) -> list[Figure]:
+    """Per probe: metric against rank (log2), one line per low-rank method; base and full FT as lines with
+    CI bands. Drawn only when some method ran at two or more ranks."""
     if not _has_sweep(rows):
         return []
     plt = _plt()
@@ -156,7 +197,7 @@ def rank_curves(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
                     continue
                 errs = list(zip(*[_err(r["value"], r["ci_low"], r["ci_high"]) for r in pts]))
                 ax.errorbar([r["rank"] for r in pts], [r["value"] for r in pts], yerr=errs, marker="o",
-                            capsize=3, label=method, color=mcolors[method], linewidth=1)
+                            capsize=4, elinewidth=1.2, label=method, color=mcolors[method], linewidth=1.2)
             for ref, style in ((next((r for r in mrows if r["is_base"]), None), ("grey", "--", "base")),
                                (next((r for r in mrows if str(r["method"]).lower() in FULL_FT_METHODS
                                       and not r["is_base"]), None), ("black", ":", "full FT"))):
@@ -165,17 +206,22 @@ def rank_curves(rows: list[dict], colors: dict[str, Any]) -> list[Figure]:
                     if _ok(ref["ci_low"]) and _ok(ref["ci_high"]):
                         ax.axhspan(ref["ci_low"], ref["ci_high"], color=style[0], alpha=0.08)
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("rank")
+            ax.set_xlabel("adapter rank r (log2 scale)")
+            ax.set_ylabel(_ylabel(metric))
             ax.set_title(metric)
-            ax.legend(fontsize=6)
+            _zero_based(ax, metric)
+            ax.legend()
         _finish(fig, f"{probe}: value by rank (shaded: base / full FT 95% CI)")
-        figures.append(Figure(f"{probe} by rank", "Low-rank methods against their rank; the base and "
-                              "full fine-tuning are horizontal references.", _to_uri(fig)))
+        note = (notes or {}).get(probe)
+        figures.append(_figure(fig, f"{probe} by rank", "Low-rank methods against their rank; the base and "
+                               "full fine-tuning are horizontal references." + (f" {note}" if note else "")))
     return figures
 
 
-def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24) -> list[Figure]:
-    """Per (probe, metric) with per-group values: grouped bars, x = group, one bar per checkpoint."""
+def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, min_n: int = DEFAULT_MIN_N,
+               notes: dict[str, str] | None = None) -> list[Figure]:
+    """Per (probe, metric) with per-group values: x = group, one bar per checkpoint. A group measured on
+    fewer than `min_n` items is hatched, pale and labelled "n=…", never a confident bar."""
     plt = _plt()
     keys = list(dict.fromkeys((p, m) for run in runs for p, res in run.results.items() for m in res.groups
                               if not m.startswith(DERIVED_PREFIXES)))
@@ -187,10 +233,11 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24) ->
             continue
         groups = list(dict.fromkeys(g for _, gm in per_run for g in gm))
         shown = groups[:max_groups]
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(shown) * max(1, len(per_run)) / 2 + 2), 3.0))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(shown) * max(1, len(per_run)) / 2 + 2.5), 4.0))
         width = 0.8 / len(per_run)
+        too_few: dict[str, int] = {}
         for i, (run, gm) in enumerate(per_run):
-            xs, vals, lo, hi = [], [], [], []
+            xs, vals, lo, hi, ns = [], [], [], [], []
             for j, g in enumerate(shown):
                 m = gm.get(g)
                 if m is None or m.value is None:
@@ -200,15 +247,36 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24) ->
                 e = _err(m.value, m.ci_low, m.ci_high)
                 lo.append(e[0])
                 hi.append(e[1])
-            ax.bar(xs, vals, width=width, yerr=[lo, hi], capsize=2, label=run.label,
-                   color=colors.get(run.label), edgecolor="black", linewidth=0.3)
+                ns.append(m.n)
+                if m.n < min_n:
+                    too_few[g] = min(m.n, too_few.get(g, m.n))
+            bars = ax.bar(xs, vals, width=width, label=run.label, color=colors.get(run.label), edgecolor="black",
+                          linewidth=0.3)
+            _intervals(ax, xs, vals, [lo, hi])
+            for bar, n, x, v, h in zip(bars, ns, xs, vals, hi):
+                if n < min_n:
+                    bar.set_hatch("///")
+                    bar.set_alpha(0.35)
+                    ax.annotate(f"n={n}", (x, v + h), xytext=(0, 4), textcoords="offset points", ha="center",
+                                va="bottom", rotation=90, fontsize=8)
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
+        ax.set_xlabel("group")
+        ax.set_ylabel(_ylabel(metric))
+        _zero_based(ax, metric)
         ax.set_title(f"{probe}.{metric} by group" + (f" (first {max_groups} of {len(groups)})"
                                                      if len(groups) > max_groups else ""))
-        ax.legend(fontsize=6, ncol=min(4, len(per_run)))
+        handles, _ = ax.get_legend_handles_labels()
+        if too_few:
+            from matplotlib.patches import Patch
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="///", label=f"n < {min_n}: too few"))
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
-        figures.append(Figure(f"{probe}.{metric} by group", "One bar per checkpoint and group, 95% CIs; a "
-                              "missing bar is an undefined value.", _to_uri(fig)))
+        note = (notes or {}).get(probe)
+        figures.append(_figure(fig, f"{probe}.{metric} by group",
+                               f"One bar per checkpoint and group, black bars are 95% CIs; a missing bar is an "
+                               f"undefined value; hatched bars rest on fewer than {min_n} items."
+                               + (f" {note}" if note else ""), [f"{g} (n={n})" for g, n in too_few.items()]))
     return figures
 
 
@@ -219,90 +287,6 @@ def _table(run: Run, probe_kind: str, name: str) -> list[tuple[str, list[dict]]]
                 and res.tables.get(name):
             out.append((probe, res.tables[name]))
     return out
-
-
-def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Logit lens: per layer, KL to the final layer and watch-list mass, one line per (checkpoint, model)."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "logit_lens")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in ("kl_to_final", "watch_mass") if any(c in r for _, rows in series for r in rows)]
-    if not cols:
-        return []
-    fig, axes = _grid(plt, len(cols), width=4.6, height=3.0)
-    styles = ["-", "--", ":", "-."]
-    for ax, col in zip(axes, cols):
-        for run, rows in series:
-            models = list(dict.fromkeys(str(r.get("model")) for r in rows))
-            for k, model in enumerate(models):
-                pts = sorted(((r["layer"], r[col]) for r in rows if str(r.get("model")) == model
-                              and _ok(r.get(col)) and _ok(r.get("layer"))))
-                if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", color=colors.get(run.label),
-                            linestyle=styles[k % len(styles)], label=f"{run.label} / {model}")
-        ax.set_xlabel("layer")
-        ax.set_title(col)
-        ax.legend(fontsize=6)
-    _finish(fig, "Logit lens (line style = which model inside the run)")
-    return [Figure("Logit lens", "Each layer's hidden state projected through the final norm and the "
-                   "unembedding: KL to the model's own final distribution and probability mass on the watch "
-                   "list.", _to_uri(fig))]
-
-
-def divergence_by_slice(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Bars of every numeric divergence column per corpus slice, one bar per checkpoint."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "divergence_by_slice")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in dict.fromkeys(k for _, rows in series for r in rows for k in r)
-            if c != "slice" and all(isinstance(r.get(c), (int, float)) or r.get(c) is None
-                                    for _, rows in series for r in rows)
-            and any(_ok(r.get(c)) for _, rows in series for r in rows)][:6]
-    if not cols:
-        return []
-    slices = list(dict.fromkeys(str(r.get("slice")) for _, rows in series for r in rows))
-    fig, axes = _grid(plt, len(cols))
-    width = 0.8 / len(series)
-    for ax, col in zip(axes, cols):
-        for i, (run, rows) in enumerate(series):
-            by = {str(r.get("slice")): r.get(col) for r in rows}
-            xs = [j - 0.4 + width * (i + 0.5) for j, s in enumerate(slices) if _ok(by.get(s))]
-            ax.bar(xs, [by[s] for s in slices if _ok(by.get(s))], width=width, label=run.label,
-                   color=colors.get(run.label), edgecolor="black", linewidth=0.3)
-        ax.set_xticks(range(len(slices)), slices, rotation=30, ha="right")
-        ax.set_title(col)
-        ax.legend(fontsize=6)
-    _finish(fig, "Divergence by corpus slice")
-    return [Figure("KL by slice", "Per-token divergence summaries per corpus slice.", _to_uri(fig))]
-
-
-def weight_delta(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
-    """Per layer: Frobenius norm and effective rank of W_tuned - W_base (mean over modules)."""
-    series = [(run, rows) for run in runs for _, rows in _table(run, "shift", "weight_delta")]
-    if not series:
-        return []
-    plt = _plt()
-    cols = [c for c in ("fro_norm", "effective_rank") if any(_ok(r.get(c)) for _, rows in series for r in rows)]
-    if not cols:
-        return []
-    fig, axes = _grid(plt, len(cols), width=4.6, height=3.0)
-    for ax, col in zip(axes, cols):
-        for run, rows in series:
-            per_layer: dict[Any, list[float]] = {}
-            for r in rows:
-                if _ok(r.get(col)) and _ok(r.get("layer")):
-                    per_layer.setdefault(r["layer"], []).append(float(r[col]))
-            pts = sorted((k, sum(v) / len(v)) for k, v in per_layer.items())
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=run.label,
-                    color=colors.get(run.label))
-        ax.set_xlabel("layer")
-        ax.set_title(f"{col} of ΔW (mean over modules)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    return [Figure("Weight change", "How far and in how many directions each layer's weights moved.",
-                   _to_uri(fig))]
 
 
 def rl_timeseries(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
@@ -331,10 +315,12 @@ def rl_timeseries(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
                     if all(_ok(r.get("ci_low")) and _ok(r.get("ci_high")) for r in pts):
                         ax.fill_between(t, [r["ci_low"] for r in pts], [r["ci_high"] for r in pts],
                                         color=colors.get(run.label), alpha=0.12, linewidth=0)
-            ax.set_xlabel("t")
+            ax.set_xlabel("time step t (decisions)")
+            ax.set_ylabel(_ylabel(metric))
             ax.set_title(metric)
-            ax.legend(fontsize=5)
+            _zero_based(ax, metric)
+            ax.legend(fontsize=8)
         _finish(fig, f"{probe}: metrics over time (line style = group; band = 95% CI over seeds)")
-        figures.append(Figure(f"{probe} over time", "Sequential decisions: per-group metrics over the "
-                              "episode, averaged over seeds.", _to_uri(fig)))
+        figures.append(_figure(fig, f"{probe} over time", "Sequential decisions: per-group metrics over the "
+                               "episode, averaged over seeds."))
     return figures

@@ -77,7 +77,14 @@ def run(ctx) -> ProbeResult:
     common = dict(seeds=opts["seeds"], episodes=opts["episodes"], horizon=opts["horizon"], reference=reference,
                   params=opts["params"])
 
-    rollout = run_episodes(opts["env_id"], policy, log_decisions=True, **common)
+    from ..progress import announce, bar
+
+    stage = f"rl:{short_name(opts['env_id'])}"
+    n_decisions = len(parse_seeds(list(opts["seeds"]))) * opts["episodes"] * opts["horizon"]
+    announce(f"{stage}: {n_decisions // opts['horizon']:,} replicates × {opts['horizon']} steps = up to "
+             f"{n_decisions:,} model decisions" + (", then the same for the base" if _has_base(ctx) else ""))
+    with bar(f"{stage}: decisions", n_decisions, unit="decisions") as advance:
+        rollout = run_episodes(opts["env_id"], policy, log_decisions=True, progress=advance, **common)
     rows, final = timeseries(rollout, every=opts["every"], seed=ctx.seed)
     result = ProbeResult(probe=f"rl:{short_name(opts['env_id'])}", probe_version=PROBE_VERSION)
     result.config = {"env": opts["env_id"], "env_params": _params(template), "episodes": opts["episodes"],
@@ -105,7 +112,8 @@ def run(ctx) -> ProbeResult:
         with ctx.base_for_scoring() as (model, _):
             base_policy = ModelPolicy(template, model, handle.tokenizer, action_words=policy.action_words,
                                       batch_size=ctx.batch_size)
-            base_roll = run_episodes(opts["env_id"], base_policy, **common)
+            with bar(f"{stage}: base decisions", n_decisions, unit="decisions") as advance:
+                base_roll = run_episodes(opts["env_id"], base_policy, progress=advance, **common)
         base_final = timeseries(base_roll, seed=ctx.seed)[1]
         baseline_rows += _final_table("base model", base_final)
         if reference is not None:
