@@ -13,6 +13,8 @@ from . import __version__
 from .errors import ConfigError
 from .models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
+from .generation import default_cache_dir
+from .rundir import RunLock, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
 from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
                       read_probe_result, write_json_atomic)
 
@@ -49,64 +51,84 @@ def _options_for(probe: str, options: dict[str, Any]) -> dict[str, Any]:
 def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base: Optional[ModelLike] = None,
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int = 32,
-               label: Optional[str] = None, cache_dir: str | Path | None = None,
+               label: Optional[str] = None, cache_dir: str | Path | None = None, overwrite: bool = False,
                **load_kwargs) -> Path:
     """Run the named probes on a checkpoint and write a run directory. Returns its path.
 
     `model`, `base`, `reference` may be paths or already-loaded handles (a notebook loads once and
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
+    A directory belongs to one model: a second run of the same model adds its probes; a run of another
+    model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
+    Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
     """
-    probe_list = [p.strip() for p in probes if p and p.strip()]
+    probe_list = [validate_probe_name(p.strip()) for p in probes if p and p.strip()]
     if not probe_list:
         raise ConfigError("--probes: no probe named; expected e.g. --probes toxicity,crows_pairs")
     resolved = [(p, *split_probe_name(p)) for p in probe_list]
     runners = {p: get_probe(name) for p, name, _ in resolved}  # unknown names fail before any loading
     options = dict(options or {})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    handle = _as_handle(model, **load_kwargs)
-    base_handle = _as_handle(base, **load_kwargs)
-    ref_handle = _as_handle(reference, **load_kwargs)
-    manifest = RunManifest(
-        audit_version=__version__, git_commit=git_commit(), model=handle.describe(),
-        base=base_handle.describe() if base_handle else None,
-        reference=ref_handle.describe() if ref_handle else None,
-        label=label or handle.name,
-        config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": batch_size,
-                "load": handle.load_options},
-        seed=seed, probes=probe_list, host=host_info())
-    write_json_atomic(out / "manifest.json", manifest)
-    for shown, name, extra in resolved:
-        probe_out = out / probe_dir_name(shown)
-        probe_out.mkdir(parents=True, exist_ok=True)
-        ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
-                           data=dict(data or {}), options={**_options_for(name, options),
-                                                           **_options_for(shown, options), **extra},
-                           seed=seed, batch_size=batch_size,
-                           cache_dir=Path(cache_dir) if cache_dir else out.parent / ".audit-cache",
-                           label=manifest.label)
-        t0 = time.time()
-        result: ProbeResult = runners[shown](ctx)
-        result.probe = shown
-        result.seed = seed
-        result.finished_at = now_iso()
-        result.seconds = round(time.time() - t0, 3)
-        if result.samples_path:
-            result.samples_path = str(Path(result.samples_path).resolve().relative_to(out.resolve())) \
-                if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
-        write_json_atomic(probe_out / "result.json", result)
-    manifest.finished_at = now_iso()
-    write_json_atomic(out / "manifest.json", manifest)
+    out = prepare_out_dir(Path(out))
+    with RunLock(out):
+        handle = _as_handle(model, **load_kwargs)
+        base_handle = _as_handle(base, **load_kwargs)
+        ref_handle = _as_handle(reference, **load_kwargs)
+        manifest = RunManifest(
+            audit_version=__version__, git_commit=git_commit(), model=handle.describe(),
+            base=base_handle.describe() if base_handle else None,
+            reference=ref_handle.describe() if ref_handle else None,
+            label=label or handle.name,
+            config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": batch_size,
+                    "load": handle.load_options},
+            seed=seed, probes=probe_list, host=host_info())
+        old = read_manifest(out / "manifest.json") if (out / "manifest.json").exists() else None
+        if check_owner(out, old, owner_of(manifest), manifest.label, overwrite):
+            # the same model again: its earlier probes stay in the run (additive)
+            manifest.probes = list(dict.fromkeys([*old.probes, *probe_list]))
+        write_json_atomic(out / "manifest.json", manifest)
+        for shown, name, extra in resolved:
+            probe_out = out / probe_dir_name(shown)
+            probe_out.mkdir(parents=True, exist_ok=True)
+            made_by = {"model_fingerprint": manifest.model.fingerprint,
+                       "base_fingerprint": manifest.base.fingerprint if manifest.base else None}
+            # marked unfinished before it starts: a run killed now can never pass for a finished one
+            write_json_atomic(probe_out / "result.json", ProbeResult(probe=shown, status="unfinished", **made_by))
+            ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
+                               data=dict(data or {}), options={**_options_for(name, options),
+                                                               **_options_for(shown, options), **extra},
+                               seed=seed, batch_size=batch_size,
+                               cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                               label=manifest.label)
+            t0 = time.time()
+            result: ProbeResult = runners[shown](ctx)
+            result.probe = shown
+            result.seed = seed
+            result.finished_at = now_iso()
+            result.seconds = round(time.time() - t0, 3)
+            result.status = "complete"
+            result.model_fingerprint = made_by["model_fingerprint"]
+            result.base_fingerprint = made_by["base_fingerprint"]
+            if result.samples_path:
+                result.samples_path = str(Path(result.samples_path).resolve().relative_to(out.resolve())) \
+                    if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
+            write_json_atomic(probe_out / "result.json", result)
+        manifest.finished_at = now_iso()
+        write_json_atomic(out / "manifest.json", manifest)
     return out
 
 
-def load_run(run_dir: str | Path) -> tuple[RunManifest, dict[str, ProbeResult]]:
-    """Read a run directory: its manifest and every probe result in it."""
+def load_run(run_dir: str | Path, *, check: bool = True) -> tuple[RunManifest, dict[str, ProbeResult]]:
+    """Read a run directory: its manifest and every probe result in it.
+
+    Refuses (RunIntegrityError) a run whose results are unfinished or were made by another model than the
+    manifest names; `check=False` reads it anyway (for inspection, never for a verdict)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir / "manifest.json")
     results = {}
     for probe in manifest.probes:
+        validate_probe_name(probe)
         f = run_dir / probe_dir_name(probe) / "result.json"
         if f.exists():
             results[probe] = read_probe_result(f)
+    if check:
+        check_results(run_dir, manifest, results)
     return manifest, results

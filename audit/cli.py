@@ -112,8 +112,12 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
           label: Optional[str] = typer.Option(None, "--label", help="Name shown in reports."),
           load_in_4bit: bool = typer.Option(False, "--4bit"),
           allow_pickle: bool = typer.Option(False, "--allow-pickle"),
-          trust_remote_code: bool = typer.Option(False, "--trust-remote-code")):
-    """Run probes on a checkpoint and write a run directory (manifest.json + one folder per probe)."""
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Replace another model's results in --out.")):
+    """Run probes on a checkpoint and write a run directory (manifest.json + one folder per probe).
+
+    A run directory belongs to one model: probing the same model again adds probes; another model needs
+    --overwrite; a second process writing the same --out is refused."""
     from .api import run_probes
 
     opts: dict = dict(parse_key_values(option, "--option"))
@@ -126,7 +130,7 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
     run_probes(model, probes.split(","), run_dir, base=base, reference=reference,
                data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
-               trust_remote_code=trust_remote_code)
+               trust_remote_code=trust_remote_code, overwrite=overwrite)
     _print_run_summary(run_dir)
 
 
