@@ -91,7 +91,7 @@ def _risks(run, base_run, overall, rows) -> list[str]:
                      + (f", rank {run.meta['rank']}" if run.meta.get("rank") else "") + ") shows no detectable "
                      f"change (95% CI of the change includes 0) on {len(unchanged)} of "
                      f"{len(unchanged) + len(changed)} audited metrics"
-                     + (": " + ", ".join(f"`{r['probe']}.{r['metric']}`" for r in unchanged) if unchanged else "")
+                     + (": " + ", ".join(_code(f"{r['probe']}.{r['metric']}") for r in unchanged) if unchanged else "")
                      + ". Where fine-tuning was meant to remove toxic or biased behaviour, those metrics indicate "
                        "that the base model's behaviour was **kept**; low-rank methods are known to keep more of it "
                        "at small rank (Das et al., 2024).")
@@ -104,7 +104,7 @@ def _risks(run, base_run, overall, rows) -> list[str]:
         lines += ["Spread across groups (lowest and highest group, 95% CI):", ""]
         for k, grs in by_metric.items():
             lo, hi = min(grs, key=lambda r: r["value"]), max(grs, key=lambda r: r["value"])
-            lines.append(f"- `{k}`: lowest {md_cell(lo['group'])} = {fmt(lo['value'], 3)} "
+            lines.append(f"- {_code(k)}: lowest {md_cell(lo['group'])} = {fmt(lo['value'], 3)} "
                          f"{fmt_ci(lo['ci_low'], lo['ci_high'])}; highest {md_cell(hi['group'])} = "
                          f"{fmt(hi['value'], 3)} {fmt_ci(hi['ci_low'], hi['ci_high'])}")
         lines.append("")
@@ -132,12 +132,12 @@ def _evaluation(run, base_run, overall, rows) -> list[str]:
     lines += ["", "#### Factors", ""]
     factors = [(f"{p}.{m}", sorted(g)) for p, res in run.results.items() for m, g in res.groups.items()]
     if factors:
-        lines += [f"- `{k}` disaggregated by: {md_cell(', '.join(gs))}" for k, gs in factors]
+        lines += [f"- {_code(k)} disaggregated by: {md_cell(', '.join(gs))}" for k, gs in factors]
     else:
         lines.append("- No per-group results were recorded.")
     lines += ["", "#### Metrics", ""]
     for m in dict.fromkeys(r["metric"] for r in overall):
-        lines.append(f"- `{m}`" + (f": {METRIC_DESCRIPTIONS[m]}" if m in METRIC_DESCRIPTIONS else ""))
+        lines.append(f"- {_code(m)}" + (f": {METRIC_DESCRIPTIONS[m]}" if m in METRIC_DESCRIPTIONS else ""))
     lines.append("- Uncertainty: 95% bootstrap confidence intervals over items; changes against the base are paired "
                  "bootstrap differences where both runs scored the same items.")
     lines += ["", "### Results", ""]
@@ -151,9 +151,17 @@ def _evaluation(run, base_run, overall, rows) -> list[str]:
             cells += [fmt(r["delta"], 3) if r["delta"] is not None else "",
                       fmt_ci(r["delta_ci_low"], r["delta_ci_high"]) + kind]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Audit run `{md_cell(run.path)}`, audit {man.audit_version}, git `{man.git_commit or 'unknown'}`, "
-                  f"seed {man.seed}, model fingerprint `{man.model.fingerprint[:16]}`.", ""]
+    lines += ["", f"Audit run {_code(run.path)}, audit {md_cell(man.audit_version)}, "
+                  f"git {_code(man.git_commit or 'unknown')}, seed {md_cell(man.seed)}, "
+                  f"model fingerprint {_code(man.model.fingerprint[:16])}.", ""]
     return lines
+
+
+def _code(text: Any) -> str:
+    """A Markdown code span that a crafted value cannot leave: inside a code span nothing is rendered as
+    HTML, so it is enough that the value holds no backtick (which would end the span) and stays on one line."""
+    s = str(text if text is not None else "").replace("`", "'").replace("\r", " ").replace("\n", " ")
+    return f"`{s}`" if s.strip() else "` `"
 
 
 def _training(run, meta) -> list[str]:
