@@ -67,6 +67,10 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     resolved = [(p, *split_probe_name(p)) for p in probe_list]
     runners = {p: get_probe(name) for p, name, _ in resolved}  # unknown names fail before any loading
     options = dict(options or {})
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: expected a positive integer")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"--seed {seed!r}: expected an integer")
     out = prepare_out_dir(Path(out))
     with RunLock(out):
         handle = _as_handle(model, **load_kwargs)

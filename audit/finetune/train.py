@@ -79,6 +79,8 @@ def validate_config(cfg: FinetuneConfig) -> None:
         bad("dropout", cfg.dropout, "a probability in [0, 1)")
     if not isinstance(cfg.calibration_samples, int) or cfg.calibration_samples < 0:
         bad("calibration_samples", cfg.calibration_samples, "a number of rows >= 0")  # -3 would slice rows[:-3]
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        bad("seed", cfg.seed, "a non-negative integer")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         bad("mixed_precision", cfg.mixed_precision, "no, fp16 or bf16")
 
