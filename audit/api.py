@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
 from .generation import default_cache_dir
-from .rundir import RunLock, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
+from .rundir import RunLock, check_data_path, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
 from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
                       read_probe_result, write_json_atomic)
 
@@ -71,6 +71,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
         raise ConfigError(f"--batch-size {batch_size}: expected a positive integer")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"--seed {seed!r}: expected an integer")
+    for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
+        check_data_path(key, value)
     out = prepare_out_dir(Path(out))
     with RunLock(out):
         handle = _as_handle(model, **load_kwargs)

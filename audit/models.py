@@ -293,13 +293,12 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     `path` is a model directory, an adapter directory, or (online, or in the HF cache) a hub name.
     For an adapter, the base comes from `base` or from `adapter_config.json`'s `base_model_name_or_path`.
     """
-    import torch
-
     directory = resolve_checkpoint(path)
     is_adapter = (directory / "adapter_config.json").exists()
     if not is_adapter and not (directory / "config.json").exists():
         raise CheckpointError(f"{directory}: no config.json (nor adapter_config.json); expected a Hugging Face "
                               f"model directory or a PEFT adapter directory")
+    import torch  # after the cheap checks: a mistyped path fails in a fraction of a second
     torch_dtype = _dtype(dtype)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ft_manifest = _finetune_manifest(directory)

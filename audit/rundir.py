@@ -58,6 +58,17 @@ def prepare_out_dir(out: Path) -> Path:
     return out
 
 
+def check_data_path(key: str, value) -> None:
+    """`--data KEY=PATH` before any model is loaded: the path exists; a file is a regular, bounded one."""
+    from .textfiles import check_input_file
+
+    path = Path(str(value))
+    if not path.exists():
+        raise file_error(path, f"--data {key}: no such file or directory")
+    if not path.is_dir():
+        check_input_file(path, f"a data file for --data {key}")
+
+
 # ---------------------------------------------------------------- one writer at a time
 
 def _pid_alive(pid: int) -> bool:
