@@ -395,8 +395,10 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
                 from peft import PeftModel
 
                 strict.check_adapter_targets(directory / "adapter_config.json", adapter_cfg, model)
-                model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
-                strict.check_adapter_complete(directory, model)
+                with strict.library_warnings() as replay:  # PEFT's "missing keys" warning becomes our error
+                    model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
+                    strict.check_adapter_complete(directory, model)
+                replay()
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{directory}: adapter does not match base {base_dir} "
                                   f"({strict.adapter_error_detail(exc)}); pass the base it was trained on "

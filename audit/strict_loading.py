@@ -8,11 +8,13 @@ calls these checks and turns each problem into a one-line `CheckpointError` nami
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .errors import CheckpointError
 
@@ -135,6 +137,24 @@ def check_adapter_complete(adapter_dir: Path, peft_model) -> None:
         if key not in stored and key + ".weight" not in stored:
             raise CheckpointError(f"{adapter_dir}: adapter file lacks tensor '{key}'; it would keep its "
                                   f"initial value; re-save the adapter")
+
+
+@contextlib.contextmanager
+def library_warnings() -> Iterator[Callable[[], None]]:
+    """Hold back the libraries' warnings while loading: if loading fails, the one-line error replaces them;
+    if it succeeds, call the yielded function to show the ones a user can act on (not deprecations)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        held: list = []
+
+        def replay() -> None:
+            for w in held:
+                if not issubclass(w.category, (DeprecationWarning, FutureWarning)) \
+                        and "missing adapter keys" not in str(w.message):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+        yield replay
+        held.extend(caught)
 
 
 def adapter_error_detail(exc: BaseException) -> str:

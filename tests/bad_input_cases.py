@@ -340,8 +340,10 @@ def data_cases(ws: Path) -> list[Case]:
         Case("data", "finetune-data-dev-zero", ("finetune", "--method", "lora", "--model", str(ws / "A"), "--data",
                                                 "/dev/zero", "--out", str(ws / "ft-y")), "/dev/zero"),
     ]
-    probe = ("probe", "--model", str(ws / "A"), "--out", str(ws / "o3"), "-o", "limit=2", "-o", "k=1",
-             "-o", "max_new_tokens=2")
+    def probe(name: str) -> tuple[str, ...]:  # one --out per case: the cases run in parallel
+        return ("probe", "--model", str(ws / "A"), "--out", str(ws / f"o3-{name}"), "-o", "limit=2", "-o", "k=1",
+                "-o", "max_new_tokens=2")
+
     bad_prompts = _w(d / "prompts-bad.jsonl", '{"prompt": {"text": "a"}}\n{oops\n')
     latin_prompts = _w(d / "prompts-latin1.jsonl", b'{"prompt": {"text": "caf\xe9"}}\n')
     crows = _w(d / "crows-nocol.csv", "a,b\n1,2\n")
@@ -351,16 +353,16 @@ def data_cases(ws: Path) -> list[Case]:
         "AutoConfig": "configuration_x.XConfig"}, "id2label": {"0": "ok", "1": "toxic"}}))
     _safetensors(remote / "model.safetensors", {})
     cases += [
-        Case("data", "toxicity-prompts-bad-json", (*probe, "--probes", "toxicity", "--data",
+        Case("data", "toxicity-prompts-bad-json", (*probe("toxicity-prompts-bad-json"), "--probes", "toxicity", "--data",
                                                    f"toxicity={bad_prompts}"), "prompts-bad.jsonl", loads_model=True),
-        Case("data", "toxicity-prompts-not-utf8", (*probe, "--probes", "toxicity", "--data",
+        Case("data", "toxicity-prompts-not-utf8", (*probe("toxicity-prompts-not-utf8"), "--probes", "toxicity", "--data",
                                                    f"toxicity={latin_prompts}"), "prompts-latin1.jsonl",
              loads_model=True),
-        Case("data", "crows-missing-columns", (*probe, "--probes", "crows_pairs", "--data",
+        Case("data", "crows-missing-columns", (*probe("crows-missing-columns"), "--probes", "crows_pairs", "--data",
                                                f"crows_pairs={crows}"), "crows-nocol.csv", loads_model=True),
-        Case("data", "lexicon-not-utf8", (*probe, "--probes", "toxicity", "-o", f"scorer=lexicon:{lexicon}"),
+        Case("data", "lexicon-not-utf8", (*probe("lexicon-not-utf8"), "--probes", "toxicity", "-o", f"scorer=lexicon:{lexicon}"),
              "lexicon-latin1.txt", loads_model=True),
-        Case("data", "classifier-needs-remote-code", (*probe, "--probes", "toxicity", "-o",
+        Case("data", "classifier-needs-remote-code", (*probe("classifier-needs-remote-code"), "--probes", "toxicity", "-o",
                                                       f"scorer=hf-classifier:{remote}"), "remote-classifier",
              loads_model=True),
     ]
