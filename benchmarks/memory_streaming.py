@@ -93,7 +93,8 @@ def main() -> None:
             big_samples_run(model, small_run, 0, env)
             big_samples_run(model, large_run, args.samples_mb, env)
         rep_small = peak_rss_mb([AUDIT, "report", str(small_run), "--out", str(work / f"small-{tag}.html")], env)
-        rep_large = peak_rss_mb([AUDIT, "report", str(large_run), "--base", str(small_run), "--out", str(work / f"large-{tag}.html")], env)
+        rep_large = peak_rss_mb([AUDIT, "report", str(large_run), "--base", str(small_run),
+                                 "--out", str(work / f"large-{tag}.html")], env)
         rows.append((code, empty, big, rep_small, rep_large))
     print(f"| code | 30-prompt toxicity run, no cache | same, {args.cache_mb} MB cache present | audit report, "
           f"small samples | audit report, {args.samples_mb} MB samples |")

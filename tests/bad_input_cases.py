@@ -353,18 +353,21 @@ def data_cases(ws: Path) -> list[Case]:
         "AutoConfig": "configuration_x.XConfig"}, "id2label": {"0": "ok", "1": "toxic"}}))
     _safetensors(remote / "model.safetensors", {})
     cases += [
-        Case("data", "toxicity-prompts-bad-json", (*probe("toxicity-prompts-bad-json"), "--probes", "toxicity", "--data",
-                                                   f"toxicity={bad_prompts}"), "prompts-bad.jsonl", loads_model=True),
-        Case("data", "toxicity-prompts-not-utf8", (*probe("toxicity-prompts-not-utf8"), "--probes", "toxicity", "--data",
-                                                   f"toxicity={latin_prompts}"), "prompts-latin1.jsonl",
-             loads_model=True),
-        Case("data", "crows-missing-columns", (*probe("crows-missing-columns"), "--probes", "crows_pairs", "--data",
-                                               f"crows_pairs={crows}"), "crows-nocol.csv", loads_model=True),
-        Case("data", "lexicon-not-utf8", (*probe("lexicon-not-utf8"), "--probes", "toxicity", "-o", f"scorer=lexicon:{lexicon}"),
+        Case("data", "toxicity-prompts-bad-json",
+             (*probe("toxicity-prompts-bad-json"), "--probes", "toxicity", "--data", f"toxicity={bad_prompts}"),
+             "prompts-bad.jsonl", loads_model=True),
+        Case("data", "toxicity-prompts-not-utf8",
+             (*probe("toxicity-prompts-not-utf8"), "--probes", "toxicity", "--data", f"toxicity={latin_prompts}"),
+             "prompts-latin1.jsonl", loads_model=True),
+        Case("data", "crows-missing-columns",
+             (*probe("crows-missing-columns"), "--probes", "crows_pairs", "--data", f"crows_pairs={crows}"),
+             "crows-nocol.csv", loads_model=True),
+        Case("data", "lexicon-not-utf8",
+             (*probe("lexicon-not-utf8"), "--probes", "toxicity", "-o", f"scorer=lexicon:{lexicon}"),
              "lexicon-latin1.txt", loads_model=True),
-        Case("data", "classifier-needs-remote-code", (*probe("classifier-needs-remote-code"), "--probes", "toxicity", "-o",
-                                                      f"scorer=hf-classifier:{remote}"), "remote-classifier",
-             loads_model=True),
+        Case("data", "classifier-needs-remote-code",
+             (*probe("classifier-needs-remote-code"), "--probes", "toxicity", "-o", f"scorer=hf-classifier:{remote}"),
+             "remote-classifier", loads_model=True),
     ]
     return cases
 
