@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_cases import (Case, checkpoint_cases, data_cases, option_cases, output_cases, policy_cases,
-                             result_cases)
+from bad_input_cases import Case, data_cases, option_cases, output_cases, policy_cases, result_cases
+from bad_input_checkpoints import checkpoint_cases
 from report_fixtures import make_run
 
 AUDIT = str(Path(sys.executable).with_name("audit"))
