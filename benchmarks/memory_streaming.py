@@ -78,15 +78,19 @@ def main() -> None:
                                               f"build_tiny_model({str(model)!r}, seed=0)"], env=base_env, check=True)
     rows = []
     for code in args.code:
-        env = {**base_env, "PYTHONPATH": code, "AUDIT_CACHE_DIR": str(work / "cache-empty")}
+        # Older checkouts keep the generation cache in OUT/../.audit-cache, newer ones in AUDIT_CACHE_DIR:
+        # both point at the same directory here, so both read the same padded cache.
         tag = hashlib.sha256(code.encode()).hexdigest()[:6]
         probe = [AUDIT, "probe", "--probes", "toxicity", "--model", str(model), *TOX]
-        empty = peak_rss_mb([*probe, "--out", str(work / f"p0-{tag}")], env)
-        env["AUDIT_CACHE_DIR"] = str(work / "cache-big")
-        if not (work / "cache-big").exists():
-            peak_rss_mb([*probe, "--out", str(work / f"seed-{tag}")], env)
-            pad_cache(work / "cache-big", args.cache_mb)
-        big = peak_rss_mb([*probe, "--out", str(work / f"p1-{tag}")], env)
+        fresh = work / f"fresh-{tag}"
+        env = {**base_env, "PYTHONPATH": code, "AUDIT_CACHE_DIR": str(fresh / ".audit-cache")}
+        empty = peak_rss_mb([*probe, "--out", str(fresh / "run")], env)
+        big_dir = work / "big"
+        env["AUDIT_CACHE_DIR"] = str(big_dir / ".audit-cache")
+        if not (big_dir / "seed").exists():
+            peak_rss_mb([*probe, "--out", str(big_dir / "seed")], env)
+            pad_cache(big_dir / ".audit-cache", args.cache_mb)
+        big = peak_rss_mb([*probe, "--out", str(big_dir / f"run-{tag}")], env)
         env["AUDIT_CACHE_DIR"] = str(work / "cache-report")
         small_run, large_run = work / "run-small", work / "run-large"
         if not large_run.exists():
