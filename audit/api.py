@@ -13,6 +13,8 @@ from . import __version__
 from .errors import ConfigError
 from .models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
+from .generation import default_cache_dir
+from .rundir import RunLock, check_data_path, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
 from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
                       read_probe_result, write_json_atomic)
 
@@ -50,7 +52,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
                label: Optional[str] = None, cache_dir: str | Path | None = None,
-               apply_chat_template: bool = False, system_prompt: Optional[str] = None,
+               apply_chat_template: bool = False, system_prompt: Optional[str] = None, overwrite: bool = False,
                **load_kwargs) -> Path:
     """Run the named probes on a checkpoint and write a run directory. Returns its path.
 
@@ -58,6 +60,9 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
     `batch_size` is a number or "auto" (audit.batching; default 32, or the runtime default).
     `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.chat_template).
+    A directory belongs to one model: a second run of the same model adds its probes; a run of another
+    model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
+    Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
     """
     from . import batching, chat_template, runtime
 
@@ -65,59 +70,74 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
         raise ConfigError("--system-prompt: only used inside a chat template; add --apply-chat-template")
     requested_batch = batching.parse_batch_size(
         batch_size if batch_size is not None else (runtime.current().batch_size or 32))
-    probe_list = [p.strip() for p in probes if p and p.strip()]
+    probe_list = [validate_probe_name(p.strip()) for p in probes if p and p.strip()]
     if not probe_list:
         raise ConfigError("--probes: no probe named; expected e.g. --probes toxicity,crows_pairs")
     resolved = [(p, *split_probe_name(p)) for p in probe_list]
     runners = {p: get_probe(name) for p, name, _ in resolved}  # unknown names fail before any loading
     options = dict(options or {})
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    handle = _as_handle(model, **load_kwargs)
-    base_handle = _as_handle(base, **load_kwargs)
-    ref_handle = _as_handle(reference, **load_kwargs)
-    chat = chat_template.for_handle(handle, system_prompt) if apply_chat_template else None
-    plan = batching.plan_for(requested_batch, handle.model, say=_say)
-    manifest = RunManifest(
-        audit_version=__version__, git_commit=git_commit(), model=handle.describe(),
-        base=base_handle.describe() if base_handle else None,
-        reference=ref_handle.describe() if ref_handle else None,
-        label=label or handle.name,
-        config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": plan.size,
-                "batch": plan.record(), "load": handle.load_options,
-                "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
-        seed=seed, probes=probe_list, host=host_info())
-    write_json_atomic(out / "manifest.json", manifest)
-    for shown, name, extra in resolved:
-        probe_out = out / probe_dir_name(shown)
-        probe_out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"--seed {seed!r}: expected an integer")
+    for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
+        check_data_path(key, value)
+    out = prepare_out_dir(Path(out))
+    with RunLock(out):
+        handle = _as_handle(model, **load_kwargs)
+        base_handle = _as_handle(base, **load_kwargs)
+        ref_handle = _as_handle(reference, **load_kwargs)
+        chat = chat_template.for_handle(handle, system_prompt) if apply_chat_template else None
+        plan = batching.plan_for(requested_batch, handle.model, say=_say)
+        manifest = RunManifest(
+            audit_version=__version__, git_commit=git_commit(), model=handle.describe(),
+            base=base_handle.describe() if base_handle else None,
+            reference=ref_handle.describe() if ref_handle else None,
+            label=label or handle.name,
+            config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": plan.size,
+                    "batch": plan.record(), "load": handle.load_options,
+                    "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
+            seed=seed, probes=probe_list, host=host_info())
+        old = read_manifest(out / "manifest.json") if (out / "manifest.json").exists() else None
+        if check_owner(out, old, owner_of(manifest), manifest.label, overwrite):
+            # the same model again: its earlier probes stay in the run (additive)
+            manifest.probes = list(dict.fromkeys([*old.probes, *probe_list]))
+        write_json_atomic(out / "manifest.json", manifest)
+        for shown, name, extra in resolved:
+            probe_out = out / probe_dir_name(shown)
+            probe_out.mkdir(parents=True, exist_ok=True)
+            made_by = {"model_fingerprint": manifest.model.fingerprint,
+                       "base_fingerprint": manifest.base.fingerprint if manifest.base else None}
+            # marked unfinished before it starts: a run killed now can never pass for a finished one
+            write_json_atomic(probe_out / "result.json", ProbeResult(probe=shown, status="unfinished", **made_by))
 
-        def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
-            ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
-                               data=dict(data or {}), options={**_options_for(name, options),
-                                                               **_options_for(shown, options), **extra},
-                               seed=seed, batch_size=size,
-                               cache_dir=Path(cache_dir) if cache_dir else out.parent / ".audit-cache",
-                               label=manifest.label)
-            return runners[shown](ctx)
+            def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
+                ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
+                                   data=dict(data or {}), options={**_options_for(name, options),
+                                                                   **_options_for(shown, options), **extra},
+                                   seed=seed, batch_size=size,
+                                   cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                                   label=manifest.label)
+                return runners[shown](ctx)
 
-        t0 = time.time()
-        audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
-        with chat_template.applied(chat, audited):  # loglik and generation wrap these models' prompts
-            result: ProbeResult = batching.run_with_halving(run_one, plan, f"probe {shown}", say=_say)
-        result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
-        result.batch_size = plan.size
-        result.probe = shown
-        result.seed = seed
-        result.finished_at = now_iso()
-        result.seconds = round(time.time() - t0, 3)
-        if result.samples_path:
-            result.samples_path = str(Path(result.samples_path).resolve().relative_to(out.resolve())) \
-                if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
-        write_json_atomic(probe_out / "result.json", result)
-    manifest.finished_at = now_iso()
-    manifest.config["batch_size"], manifest.config["batch"] = plan.size, plan.record()  # after any halving
-    write_json_atomic(out / "manifest.json", manifest)
+            t0 = time.time()
+            audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
+            with chat_template.applied(chat, audited):  # loglik and generation wrap these models' prompts
+                result: ProbeResult = batching.run_with_halving(run_one, plan, f"probe {shown}", say=_say)
+            result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
+            result.batch_size = plan.size
+            result.probe = shown
+            result.seed = seed
+            result.finished_at = now_iso()
+            result.seconds = round(time.time() - t0, 3)
+            result.status = "complete"
+            result.model_fingerprint = made_by["model_fingerprint"]
+            result.base_fingerprint = made_by["base_fingerprint"]
+            if result.samples_path:
+                result.samples_path = str(Path(result.samples_path).resolve().relative_to(out.resolve())) \
+                    if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
+            write_json_atomic(probe_out / "result.json", result)
+        manifest.finished_at = now_iso()
+        manifest.config["batch_size"], manifest.config["batch"] = plan.size, plan.record()  # after any halving
+        write_json_atomic(out / "manifest.json", manifest)
     return out
 
 
@@ -127,13 +147,19 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def load_run(run_dir: str | Path) -> tuple[RunManifest, dict[str, ProbeResult]]:
-    """Read a run directory: its manifest and every probe result in it."""
+def load_run(run_dir: str | Path, *, check: bool = True) -> tuple[RunManifest, dict[str, ProbeResult]]:
+    """Read a run directory: its manifest and every probe result in it.
+
+    Refuses (RunIntegrityError) a run whose results are unfinished or were made by another model than the
+    manifest names; `check=False` reads it anyway (for inspection, never for a verdict)."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir / "manifest.json")
     results = {}
     for probe in manifest.probes:
+        validate_probe_name(probe)
         f = run_dir / probe_dir_name(probe) / "result.json"
         if f.exists():
             results[probe] = read_probe_result(f)
+    if check:
+        check_results(run_dir, manifest, results)
     return manifest, results

@@ -139,8 +139,12 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
                                                    help="Wrap every prompt in the model's chat template "
                                                         "(a user turn + the assistant prompt, as lm-eval does)."),
           system_prompt: Optional[str] = typer.Option(None, "--system-prompt",
-                                                      help="System turn for --apply-chat-template.")):
-    """Run probes on a checkpoint and write a run directory (manifest.json + one folder per probe)."""
+                                                      help="System turn for --apply-chat-template."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Replace another model's results in --out.")):
+    """Run probes on a checkpoint and write a run directory (manifest.json + one folder per probe).
+
+    A run directory belongs to one model: probing the same model again adds probes; another model needs
+    --overwrite; a second process writing the same --out is refused."""
     from .api import run_probes
     from .runtime import RuntimeOptions
 
@@ -172,7 +176,7 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
                data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=rt.batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                trust_remote_code=trust_remote_code, dtype=dtype, device=device,
-               apply_chat_template=apply_chat_template, system_prompt=system_prompt)
+               apply_chat_template=apply_chat_template, system_prompt=system_prompt, overwrite=overwrite)
     _print_run_summary(run_dir)
 
 
@@ -216,19 +220,49 @@ def _register_area_commands() -> None:
 _register_area_commands()
 
 
+def _usage_error_classes() -> tuple[type, ...]:
+    """Exception classes that mean "the command line was wrong": click's, and the copy of click that
+    typer >= 0.29 bundles (typer._click), whose classes do not derive from click's."""
+    classes: list[type] = []
+    for mod in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            import importlib
+
+            classes.append(importlib.import_module(mod).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(classes)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_message(exc: Exception) -> str:
+    """'audit gate: Missing option '--policy'. (see audit gate --help)': one line, naming the command."""
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", None) or "audit"
+    try:
+        message = exc.format_message()
+    except Exception:  # pragma: no cover - a ClickException always formats
+        message = str(exc)
+    return f"{where}: usage error: {_one_line(message)} (see `{where} --help`)"
+
+
 def main() -> None:
-    """Entry point: one-line errors for what the user can fix, exit 2."""
+    """Entry point: one-line errors for what the user can fix, exit 2; a failed policy exits 1."""
     # Our own progress bars say what is happening; the libraries' per-file bars and advisories are noise.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    debug = "--debug" in sys.argv[1:] or bool(os.environ.get("AUDIT_DEBUG"))
     try:
         rc = app(standalone_mode=False)  # click returns (not raises) a typer.Exit code in this mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except AuditError as exc:
-        if _STATE["debug"] or os.environ.get("AUDIT_DEBUG"):
+        if _STATE["debug"] or debug:
             raise
-        typer.echo(f"audit: error: {exc}", err=True)
+        typer.echo(f"audit: error: {_one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("audit: interrupted (finished batches are cached; run again to resume)", err=True)
@@ -237,10 +271,23 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+    except _usage_error_classes() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `audit` or `audit rl`: show the help on stdout
+            ctx = getattr(exc, "ctx", None)
+            if ctx is not None:
+                typer.echo(ctx.get_help())
+            where = getattr(ctx, "command_path", None) or "audit"
+            typer.echo(f"{where}: usage error: no command given (see `{where} --help`)", err=True)
             sys.exit(2)
-        raise
+        if debug:
+            raise
+        typer.echo(_usage_message(exc), err=True)
+        sys.exit(2)
+    except OSError as exc:
+        # A path the user named cannot be used (a folder where a file is expected, no permission, a full
+        # disk): one line naming the path, like every other input error.
+        if _STATE["debug"] or debug:
+            raise
+        name = exc.filename if exc.filename is not None else ""
+        typer.echo(f"audit: error: {name}: {_one_line(exc.strerror or exc)}", err=True)
+        sys.exit(2)

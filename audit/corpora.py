@@ -135,10 +135,9 @@ def load_corpus(path: str | Path, name: Optional[str] = None, limit: Optional[in
     if suffix not in (".txt", ".jsonl", ".json", ".csv"):
         raise file_error(path, f"unsupported corpus type '{suffix}'; expected .txt (one text per line), "
                                f".jsonl, .json or .csv")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text") from None
+    from .textfiles import read_text
+
+    text = read_text(path, "a corpus file")
     items: list[CorpusItem] = []
     if suffix == ".txt":
         items = [CorpusItem(text=line, prompt=line) for line in text.splitlines() if line.strip()]
@@ -218,10 +217,9 @@ def read_word_list(path: str | Path) -> list[str]:
     path = Path(path).expanduser()
     if not path.exists():
         raise file_error(path, "word list does not exist; expected a text file with one word per line")
-    try:
-        words = [w.strip() for w in path.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text") from None
+    from .textfiles import read_text
+
+    words = [w.strip() for w in read_text(path, "a word list").splitlines()]
     words = [w for w in words if w and not w.startswith("#")]
     if not words:
         raise file_error(path, "word list is empty; expected one word per line")

@@ -262,16 +262,22 @@ class GenerationCache:
                          sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(src.encode("utf-8")).hexdigest()
 
-    def load(self) -> dict[str, str]:
+    def load(self, wanted: Optional[set[str]] = None) -> dict[str, str]:
+        """Continuations in the cache, streamed shard by shard and line by line; with `wanted`, only those
+        keys are kept, so memory grows with the prompts of this run, not with the size of the cache."""
         found: dict[str, str] = {}
         if not self.dir.is_dir():
             return found
         for shard in sorted(self.dir.glob("*.jsonl")):
-            with open(shard, encoding="utf-8") as fh:
+            with open(shard, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
+                    if wanted is not None and line.startswith('{"key": "') and line[9:73] not in wanted:
+                        # the key of a line this class wrote, read without parsing the line
+                        continue
                     try:
                         row = json.loads(line)
-                        found[row["key"]] = row["continuation"]
+                        if wanted is None or row["key"] in wanted:
+                            found[row["key"]] = row["continuation"]
                     except (ValueError, KeyError, TypeError):
                         continue  # a line torn by a crash: regenerate that item
         return found
@@ -333,19 +339,15 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     distinct_samples = k if settings.do_sample else 1
     cache = GenerationCache(Path(cache_dir) if cache_dir else default_cache_dir(), gen.fingerprint, gen.engine,
                             settings)
-    known = cache.load() if use_cache else {}
+    keys: list[list[str]] = [[cache.key(p, item_seed(settings.seed, p, j), j) for j in range(distinct_samples)]
+                             for p in prompts]
+    known = cache.load({key for row in keys for key in row}) if use_cache else {}
     # one work item per distinct (prompt, sample): duplicates share a key, so they are generated once
     todo: dict[str, tuple[str, int, int]] = {}
-    keys: list[list[str]] = []
-    for p in prompts:
-        row = []
-        for j in range(distinct_samples):
-            s = item_seed(settings.seed, p, j)
-            key = cache.key(p, s, j)
-            row.append(key)
+    for p, row in zip(prompts, keys):
+        for j, key in enumerate(row):
             if key not in known and key not in todo:
-                todo[key] = (p, s, j)
-        keys.append(row)
+                todo[key] = (p, item_seed(settings.seed, p, j), j)
     st = stats if stats is not None else GenerationStats()
     st.requested += len(prompts) * k
     st.cached += sum(1 for row in keys for key in row if key in known) * (k // distinct_samples)

@@ -11,17 +11,13 @@ from .errors import file_error
 
 def iter_jsonl(path: str | Path, what: str = "JSON lines") -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed value) for each non-blank line; bad JSON or non-UTF-8 is an InputFileError."""
+    from .textfiles import iter_lines
+
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, text in enumerate(fh, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(text)
-                except json.JSONDecodeError as exc:
-                    raise file_error(path, f"invalid JSON ({exc.msg}); expected {what}", line=lineno) from None
-    except UnicodeDecodeError:
-        raise file_error(path, f"not UTF-8 text; expected {what}") from None
-    except IsADirectoryError:
-        raise file_error(path, f"is a directory; expected a file of {what}") from None
+    for lineno, text in iter_lines(path, what):  # bounded, UTF-8 with or without BOM
+        if not text.strip():
+            continue
+        try:
+            yield lineno, json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise file_error(path, f"invalid JSON ({exc.msg}); expected {what}", line=lineno) from None

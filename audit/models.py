@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from . import strict_loading as strict
 from .errors import CheckpointError, OfflineError
 from .results import ModelDescription
 
@@ -143,6 +144,8 @@ def check_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
             if n > size - 8:
                 raise ValueError("header length exceeds file size")
             header = json.loads(fh.read(n))
+        if not isinstance(header, dict):
+            raise ValueError(f"header is a JSON {type(header).__name__}, expected an object")
         shapes, end = {}, 0
         for name, info in header.items():
             if name == "__metadata__":
@@ -151,7 +154,7 @@ def check_safetensors(path: Path) -> dict[str, tuple[int, ...]]:
             end = max(end, int(info["data_offsets"][1]))
         if 8 + n + end != size:
             raise ValueError(f"data ends at byte {8 + n + end} but the file has {size} bytes")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{path}: truncated or corrupted safetensors file ({exc}); "
                               f"re-save or re-download the checkpoint") from None
     return shapes
@@ -296,8 +299,6 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     `path` is a model directory, an adapter directory, or (online, or in the HF cache) a hub name.
     For an adapter, the base comes from `base` or from `adapter_config.json`'s `base_model_name_or_path`.
     """
-    import torch
-
     from .runtime import check_device, current
 
     dtype = dtype if dtype is not None else current().dtype  # --dtype / --device set for a whole command
@@ -309,9 +310,11 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     if not is_adapter and not (directory / "config.json").exists():
         raise CheckpointError(f"{directory}: no config.json (nor adapter_config.json); expected a Hugging Face "
                               f"model directory or a PEFT adapter directory")
+    import torch  # after the cheap checks: a mistyped path fails in a fraction of a second
     torch_dtype = _dtype(dtype)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     ft_manifest = _finetune_manifest(directory)
+    strict.check_finetune_manifest(directory / MANIFEST_NAME, ft_manifest)
     if not load_in_4bit and is_adapter and ((ft_manifest or {}).get("quantization") or {}).get("load_in_4bit"):
         load_in_4bit = True  # a QLoRA-style adapter was trained on the NF4 base: audit it on that same base
     opts = dict(load_in_4bit=load_in_4bit, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
@@ -322,6 +325,9 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     base_dir: Optional[Path] = None
     if is_adapter:
         adapter_cfg = _read_json(directory / "adapter_config.json")
+        if not isinstance(adapter_cfg, dict):
+            raise CheckpointError(f"{directory / 'adapter_config.json'}: expected a JSON object")
+        strict.check_adapter_config(directory / "adapter_config.json", adapter_cfg)
         weights, _ = _check_weights(directory, allow_pickle, "adapter")
         for w in weights:
             if w.suffix == ".safetensors":
@@ -371,19 +377,22 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         quant = ft_manifest["quantization"]
     import pickle
 
+    strict.check_weights_fit_config(model_dir, trust_remote_code)
     try:
         # transformers loads pickle weights with torch.load(weights_only=True): tensors only, no code.
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+        model, loading_info = AutoModelForCausalLM.from_pretrained(str(model_dir), output_loading_info=True,
+                                                                   **kwargs)
     except pickle.UnpicklingError:
         bad = next((p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES), "weights")
         raise CheckpointError(f"{model_dir / bad}: refused to unpickle: the file holds objects other than tensors "
                               f"(weights_only=True); it may be malicious. Use a safetensors checkpoint") from None
-    except ValueError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (ValueError, RuntimeError) as exc:
+        msg = strict.adapter_error_detail(exc)
         raise CheckpointError(f"{model_dir}: model cannot be loaded ({msg})") from None
     except OSError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{model_dir}: model files cannot be read ({msg})") from None
+    strict.check_nothing_missing(model_dir, loading_info)
     if not load_in_4bit:
         model.to(dev)
 
@@ -392,27 +401,20 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         custom = (ft_manifest or {}).get("loader")
         try:
             if custom:
-                import importlib
-
-                # manifest.json sits in an untrusted checkpoint: only audit's own loaders may be named there
-                mod_name, _, fn_name = str(custom).partition(":")
-                if not (mod_name == "audit" or mod_name.startswith("audit.")) or not fn_name.isidentifier():
-                    raise CheckpointError(f"{directory / MANIFEST_NAME}: field 'loader' is {custom!r}; expected "
-                                          f"'audit.<module>:<function>' (other code is never run from a checkpoint)")
-                try:
-                    attach = getattr(importlib.import_module(mod_name), fn_name)
-                except (ImportError, AttributeError):
-                    raise CheckpointError(f"{directory / MANIFEST_NAME}: field 'loader' names {custom!r}, which "
-                                          f"this version of audit does not have") from None
-                model = attach(model, directory)
+                # manifest.json sits in an untrusted checkpoint: only audit's marked loaders may be named there
+                model = strict.resolve_loader(directory / MANIFEST_NAME, custom)(model, directory)
             else:
                 from peft import PeftModel
 
-                model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "size mismatch"
-            raise CheckpointError(f"{directory}: adapter does not match base {base_dir} ({first}); "
-                                  f"pass the base it was trained on with --base") from None
+                strict.check_adapter_targets(directory / "adapter_config.json", adapter_cfg, model)
+                with strict.library_warnings() as replay:  # PEFT's "missing keys" warning becomes our error
+                    model = PeftModel.from_pretrained(model, str(directory), is_trainable=False)
+                    strict.check_adapter_complete(directory, model)
+                replay()
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{directory}: adapter does not match base {base_dir} "
+                                  f"({strict.adapter_error_detail(exc)}); pass the base it was trained on "
+                                  f"with --base") from None
         n_adapter = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     model.eval()
 

@@ -44,10 +44,9 @@ def _read_text(path: Path) -> str:
         raise file_error(path, "prompt file not found")
     if path.is_dir():
         raise file_error(path, "is a directory; expected a prompt file (a directory is only valid for BOLD)")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text; expected JSON or JSON lines") from None
+    from .textfiles import read_text
+
+    return read_text(path, "JSON or JSON lines")
 
 
 def _json_lines(path: Path) -> list[tuple[int, Any]]:

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -106,6 +106,12 @@ class ProbeResult(BaseModel):
     finished_at: Optional[str] = None
     seconds: Optional[float] = None
     warnings: list[str] = Field(default_factory=list)
+    # Run-directory ownership (audit.rundir): who made this result, and whether it was finished. Results
+    # written before these fields existed read as complete with an unknown maker.
+    status: Literal["unfinished", "complete"] = Field(
+        "complete", description="'unfinished' from the moment the probe starts until its result is written")
+    model_fingerprint: Optional[str] = Field(None, description="fingerprint of the model that produced it")
+    base_fingerprint: Optional[str] = Field(None, description="fingerprint of the separately loaded base, if any")
 
 
 class RunManifest(BaseModel):
@@ -162,7 +168,13 @@ def git_commit(path: Path | None = None) -> Optional[str]:
 # ---------------------------------------------------------------- atomic writing
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    from .errors import file_error
+
     path = Path(path)
+    if path.is_dir():
+        raise file_error(path, "is a directory; expected the path of a file to write")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise file_error(path.parent, "is not a directory; cannot write a file inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -128,7 +128,9 @@ class LexiconScorer:
         if not path.is_file():
             raise file_error(path, "lexicon file not found; expected a text file with one word per line")
         words = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        from .textfiles import read_text
+
+        for line in read_text(path, "a lexicon (one word per line)").splitlines():
             w = line.split("#", 1)[0].strip()
             if w:
                 words.append(w.lower())
@@ -202,7 +204,11 @@ class HFClassifierScorer(_TransformersClassifier):
         from .models import _check_weights, weight_files
 
         _check_weights(directory, allow_pickle=False, what="classifier")
-        config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        try:  # a config that needs the checkpoint's own code is refused here (no trust_remote_code)
+            config = AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{directory}: classifier config cannot be loaded without running its own "
+                                  f"code or is invalid ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
         labels = {int(i): str(n) for i, n in (config.id2label or {}).items()}
         self.column = self._pick_label(directory, labels, label)
         self.label = labels[self.column]

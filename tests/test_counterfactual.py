@@ -40,11 +40,11 @@ def test_bad_template_names_file_and_line(tmp_path, line, problem):
 def test_non_utf8_files_are_input_errors(tmp_path):
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes('{"id": "a", "template": "The {group} said caf\u00e9 and"}\n'.encode("latin-1"))
-    with pytest.raises(InputFileError, match=r"latin1\.jsonl: not UTF-8"):
+    with pytest.raises(InputFileError, match=r"latin1\.jsonl:1: not UTF-8"):
         cf.load_templates(bad)
     bad_desc = tmp_path / "d.json"
     bad_desc.write_bytes('{"gender": {"w": "femme \u00e9", "m": "man"}}'.encode("latin-1"))
-    with pytest.raises(InputFileError, match=r"d\.json: not UTF-8"):
+    with pytest.raises(InputFileError, match=r"d\.json:1: not UTF-8"):
         cf.load_descriptors(bad_desc)
 
 

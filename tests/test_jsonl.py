@@ -22,7 +22,19 @@ def test_bad_json_names_file_and_line(tmp_path):
 def test_non_utf8_and_directory(tmp_path):
     f = tmp_path / "c.jsonl"
     f.write_bytes(b'{"a": "\xff"}\n')
-    with pytest.raises(InputFileError, match=r"c.jsonl: not UTF-8 text"):
+    with pytest.raises(InputFileError, match=r"c.jsonl:1: not UTF-8 text"):
         list(iter_jsonl(f))
     with pytest.raises(InputFileError, match=r"is a directory"):
         list(iter_jsonl(tmp_path))
+
+
+def test_bom_is_accepted_and_devices_and_long_lines_are_refused(tmp_path, monkeypatch):
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n')
+    assert [row for _, row in iter_jsonl(f)] == [{"a": 1}, {"a": 2}]
+    with pytest.raises(InputFileError, match=r"/dev/zero: is not a regular file"):
+        list(iter_jsonl("/dev/zero"))
+    monkeypatch.setenv("AUDIT_MAX_LINE_BYTES", "16")
+    f.write_text('{"a": "0123456789abcdef"}\n')
+    with pytest.raises(InputFileError, match=r"bom.jsonl:1: line longer than 16 bytes"):
+        list(iter_jsonl(f))

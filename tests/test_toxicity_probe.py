@@ -111,7 +111,8 @@ def test_killed_run_resumes_without_redoing_finished_batches(llama, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):  # 10 prompts x k=2 = 20 rows = 3 batches of 8
         run_probes(llama, ["toxicity"], tmp_path / "run", options=OPTS, batch_size=8, cache_dir=cache)
     assert seen == {"batches": 2, "rows": 16}
-    assert not (tmp_path / "run" / "toxicity" / "result.json").exists()
+    # the killed probe is marked unfinished (never mistaken for a result) until the re-run completes it
+    assert read_probe_result(tmp_path / "run" / "toxicity" / "result.json").status == "unfinished"
 
     def counting(self, prompts, seeds, settings):
         seen["batches"] += 1

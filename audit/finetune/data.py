@@ -59,20 +59,18 @@ def _check_file(path: Path) -> str:
     if builder is None:
         raise file_error(path, f"unknown data file extension {path.suffix or '(none)'!r}; "
                                f"expected .jsonl, .json or .csv")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise file_error(path, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                                       f"re-save the file as UTF-8", line=lineno) from None
-    if not path.read_bytes().strip():
+    from ..textfiles import iter_lines
+
+    blank = True
+    for _, line in iter_lines(path, "training data"):  # bounded size and lines, UTF-8 (BOM allowed)
+        blank = blank and not line.strip()
+    if blank:
         raise file_error(path, "data file is empty; expected rows with 'text' or 'prompt' and 'completion'")
     return builder
 
 
 def _first_bad_json_line(path: Path) -> Optional[tuple[int, str]]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:
         text = fh.read()
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
@@ -104,7 +102,15 @@ def read_rows(path: str | Path) -> tuple[list[dict[str, Any]], list[str], str]:
 
     datasets.disable_progress_bars()
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path.resolve()), split="train")
+        if builder == "json" and path.read_bytes()[:3] == b"\xef\xbb\xbf":  # UTF-8 BOM: arrow's reader rejects it
+            from ..textfiles import read_text
+
+            text = read_text(path, "training data").strip()
+            rows = json.loads(text) if text.startswith("[") else [json.loads(ln) for ln in text.splitlines()
+                                                                   if ln.strip()]
+            ds = datasets.Dataset.from_list(rows)
+        else:
+            ds = datasets.load_dataset(builder, data_files=str(path.resolve()), split="train")
     except Exception as exc:  # arrow parse/cast errors: rows with mixed types, ragged CSV ...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         cause = exc.__cause__ or exc.__context__
@@ -119,7 +125,7 @@ def read_rows(path: str | Path) -> tuple[list[dict[str, Any]], list[str], str]:
 def _row_lines(path: Path, builder: str, n_rows: int) -> list[Optional[int]]:
     """File line of each row where it is unambiguous (JSON lines: the n-th non-blank line); else None."""
     if builder == "json" and path.suffix.lower() == ".jsonl":
-        lines = [i for i, ln in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if ln.strip()]
+        lines = [i for i, ln in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1) if ln.strip()]
         if len(lines) == n_rows:
             return lines
     return [None] * n_rows

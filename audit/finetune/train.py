@@ -15,6 +15,7 @@ Output directory::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -78,6 +79,8 @@ def validate_config(cfg: FinetuneConfig) -> None:
         bad("dropout", cfg.dropout, "a probability in [0, 1)")
     if not isinstance(cfg.calibration_samples, int) or cfg.calibration_samples < 0:
         bad("calibration_samples", cfg.calibration_samples, "a number of rows >= 0")  # -3 would slice rows[:-3]
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        bad("seed", cfg.seed, "a non-negative integer")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         bad("mixed_precision", cfg.mixed_precision, "no, fp16 or bf16")
 
@@ -314,13 +317,46 @@ def make_scheduler(optimizer, cfg: FinetuneConfig, total_steps: int):
                          num_training_steps=total_steps)
 
 
+def check_out_is_safe(out: Path, base_dir: Path, data_path: Optional[str]) -> None:
+    """Fine-tuning never writes over its inputs: --out may not be the base model directory or lie inside
+    it, and may not be (or contain) the data file or the base model (an --overwrite would delete them)."""
+    o = Path(out).expanduser().resolve()
+    b = Path(base_dir).expanduser().resolve()
+    if o == b or o.is_relative_to(b):
+        raise ConfigError(f"--out {out}: is {'the' if o == b else 'inside the'} base model directory {base_dir}; "
+                          f"fine-tuning would overwrite the base weights; choose another --out")
+    if b.is_relative_to(o):
+        raise ConfigError(f"--out {out}: contains the base model directory {base_dir}; choose another --out")
+    if data_path:
+        d = Path(data_path).expanduser().resolve()
+        if d == o or d.is_relative_to(o):
+            raise ConfigError(f"--out {out}: is or contains the training data {data_path}; choose another --out")
+
+
+def is_finetune_manifest(path: Path) -> bool:
+    """Does `path` hold a manifest that `audit finetune` wrote (and so may be replaced by --overwrite)?"""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(data, dict) and isinstance(data.get("method"), str) and isinstance(data.get("config"), dict)
+            and isinstance(data.get("base_model"), dict) and "audit_version" in data)
+
+
 def _prepare_out(out: Path, cfg: FinetuneConfig) -> Optional[Path]:
-    """Check the output directory; return the checkpoint to resume from (or None)."""
+    """Check the output directory; return the checkpoint to resume from (or None).
+
+    Nothing is deleted by surprise: a finished run is replaced only with --overwrite and only when its
+    manifest says it is an audit fine-tune; an interrupted run's checkpoints are kept unless --resume
+    continues them or --overwrite starts over."""
     manifest = out / MANIFEST_NAME
     if manifest.exists() and not cfg.resume:
         if not cfg.overwrite:
             raise ConfigError(f"{out}: already holds a finished fine-tuning run (manifest.json); choose another "
                               f"--out, or pass --overwrite to replace it")
+        if not is_finetune_manifest(manifest):
+            raise ConfigError(f"{manifest}: not the manifest of an `audit finetune` run; --overwrite only replaces "
+                              f"audit fine-tuning runs; choose another --out")
         for p in out.iterdir():
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     if cfg.resume:
@@ -329,7 +365,10 @@ def _prepare_out(out: Path, cfg: FinetuneConfig) -> Optional[Path]:
             log.warning("%s: --resume but no checkpoint found; starting from step 0", out)
         return ckpt
     if (out / CHECKPOINT_DIR).exists():
-        shutil.rmtree(out / CHECKPOINT_DIR)  # a stale interrupted run we are not resuming
+        if not cfg.overwrite:
+            raise ConfigError(f"{out / CHECKPOINT_DIR}: checkpoints of an interrupted fine-tuning run; pass "
+                              f"--resume to continue it or --overwrite to start over")
+        shutil.rmtree(out / CHECKPOINT_DIR)  # the user asked to start over
     return None
 
 
@@ -360,6 +399,9 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
     method = method or get_method(cfg.method)
     base_dir = resolve_checkpoint(cfg.model, what="base model")
     out = Path(cfg.out)
+    check_out_is_safe(out, Path(base_dir), cfg.data if isinstance(cfg.data, (str, Path)) else None)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
     if cfg.resume and (out / MANIFEST_NAME).exists() and latest_checkpoint(out) is None:
         log.info("%s: run already finished; nothing to resume", out)
         return out, None

@@ -304,7 +304,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
     if not _run_finished(run_dirs["base"], probes_common, pd_for("base")):
         st.run("probes on base", probe_run(run_dirs["base"], "base", lambda: run_probes(
             handle("base", base_dir), probes_common, run_dirs["base"], data=data, options=options, seed=seed,
-            label="base", cache_dir=out / ".audit-cache")))
+            label="base", cache_dir=out / ".audit-cache", overwrite=True)))  # the demo owns its run dirs
     else:
         st.log("probes on base: cached")
     for i, cp in enumerate(plan.checkpoints, start=1):
@@ -318,7 +318,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
             rd, cp.label, lambda cp=cp, rd=rd, probes=probes: run_probes(
                 load(ckpt_dirs[cp.label]), probes, rd, base=handle("base", base_dir),
                 reference=handle("ref", ckpt_dirs[ref_label]), data=data, options=options, seed=seed,
-                label=cp.label, cache_dir=out / ".audit-cache")))
+                label=cp.label, cache_dir=out / ".audit-cache", overwrite=True)))
 
     # 5. report and summary
     ordered = [run_dirs["base"]] + [run_dirs[c.label] for c in plan.checkpoints]

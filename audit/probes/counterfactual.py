@@ -79,12 +79,10 @@ def load_templates(path: str | Path, limit: Optional[int] = None) -> list[Templa
 def load_descriptors(path: str | Path, categories: Optional[list[str]] = None) -> dict[str, dict[str, str]]:
     """{category: {group: descriptor}}; keys starting with '_' are comments."""
     path = Path(path)
+    from ..textfiles import read_text
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError):
-        raise file_error(path, "no such file; expected {category: {group: descriptor}} JSON") from None
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text; expected {category: {group: descriptor}} JSON") from None
+        data = json.loads(read_text(path, "{category: {group: descriptor}} JSON"))
     except json.JSONDecodeError as exc:
         raise file_error(path, f"invalid JSON ({exc.msg})", line=exc.lineno) from None
     out: dict[str, dict[str, str]] = {}

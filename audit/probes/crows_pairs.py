@@ -63,8 +63,11 @@ def load_pairs(path: str | Path, limit: Optional[int] = None) -> list[Pair]:
     if not path.is_file():
         raise file_error(path, "no such file; expected the CrowS-Pairs CSV (crows_pairs_anonymized.csv)")
     pairs: list[Pair] = []
+    from ..textfiles import check_input_file
+
+    check_input_file(path, "the CrowS-Pairs CSV")
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             for col in REQUIRED_COLUMNS:

@@ -49,8 +49,11 @@ def load_table(path: str | Path, label: str, sensitive: Sequence[str], positive_
     path = Path(path)
     if not path.is_file():
         raise file_error(path, "no such file; expected a CSV with a label column and sensitive columns")
+    from ..textfiles import check_input_file
+
+    check_input_file(path, "a decisions CSV")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=limit)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=limit, encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise file_error(path, "not UTF-8 text; expected a CSV file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

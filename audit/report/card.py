@@ -99,7 +99,7 @@ def _risks(run, base_run, overall, rows, base_rows) -> list[str]:
         lines += ["Spread across groups (lowest and highest group, 95% CI):", ""]
         for k, grs in by_metric.items():
             lo, hi = min(grs, key=lambda r: r["value"]), max(grs, key=lambda r: r["value"])
-            lines.append(f"- `{k}`: lowest {_group_value(lo)}; highest {_group_value(hi)}")
+            lines.append(f"- {_code(k)}: lowest {_group_value(lo)}; highest {_group_value(hi)}")
         lines.append("")
     warnings = [f"{p}: {w}" for p, res in run.results.items() for w in res.warnings]
     lines += ["Limitations of this evaluation:", "",
@@ -158,12 +158,12 @@ def _evaluation(run, base_run, overall, rows, base_rows) -> list[str]:
     lines += ["", "#### Factors", ""]
     factors = [(f"{p}.{m}", sorted(g)) for p, res in run.results.items() for m, g in res.groups.items()]
     if factors:
-        lines += [f"- `{k}` disaggregated by: {md_cell(', '.join(gs))}" for k, gs in factors]
+        lines += [f"- {_code(k)} disaggregated by: {md_cell(', '.join(gs))}" for k, gs in factors]
     else:
         lines.append("- No per-group results were recorded.")
     lines += ["", "#### Metrics", ""]
     for m in dict.fromkeys(r["metric"] for r in overall):
-        lines.append(f"- `{m}`" + (f": {METRIC_DESCRIPTIONS[m]}" if m in METRIC_DESCRIPTIONS else ""))
+        lines.append(f"- {_code(m)}" + (f": {METRIC_DESCRIPTIONS[m]}" if m in METRIC_DESCRIPTIONS else ""))
     lines.append("- Uncertainty: 95% bootstrap confidence intervals over items; changes against the base are paired "
                  "bootstrap differences where both runs scored the same items.")
     lines += ["", "### Results", ""]
@@ -180,9 +180,17 @@ def _evaluation(run, base_run, overall, rows, base_rows) -> list[str]:
                       fmt(r["delta"], 3) if r["delta"] is not None else "",
                       fmt_ci(r["delta_ci_low"], r["delta_ci_high"]) + kind]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Audit run `{md_cell(run.path)}`, audit {man.audit_version}, git `{man.git_commit or 'unknown'}`, "
-                  f"seed {man.seed}, model fingerprint `{man.model.fingerprint[:16]}`.", ""]
+    lines += ["", f"Audit run {_code(run.path)}, audit {md_cell(man.audit_version)}, "
+                  f"git {_code(man.git_commit or 'unknown')}, seed {md_cell(man.seed)}, "
+                  f"model fingerprint {_code(man.model.fingerprint[:16])}.", ""]
     return lines
+
+
+def _code(text: Any) -> str:
+    """A Markdown code span that a crafted value cannot leave: inside a code span nothing is rendered as
+    HTML, so it is enough that the value holds no backtick (which would end the span) and stays on one line."""
+    s = str(text if text is not None else "").replace("`", "'").replace("\r", " ").replace("\n", " ")
+    return f"`{s}`" if s.strip() else "` `"
 
 
 def _training(run, meta) -> list[str]:

@@ -130,4 +130,7 @@ def register(app: typer.Typer) -> None:
         Console().print(t)
         typer.echo(f"wrote {junit_path} and {summary_path}")
         if not rep.passed:
+            first = next(o for o in rep.outcomes if not o.passed)
+            typer.echo(f"audit gate: FAILED ({rep.n_failed} of {len(rep.outcomes)} rules); rule {first.rule.index} "
+                       f"'{first.rule.text}': {first.detail}", err=True)
             raise typer.Exit(1)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
@@ -52,7 +53,8 @@ class Run:
     results: dict[str, ProbeResult]
     label: str
     meta: dict[str, Any] = field(default_factory=dict)
-    _samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _columns: dict[str, set[str]] = field(default_factory=dict, repr=False)
+    _item_values: dict[tuple[str, str], list[tuple[str, str, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def method(self) -> str:
@@ -66,17 +68,51 @@ class Run:
     def is_pretrained(self) -> bool:
         return self.method.lower() in BASE_METHODS
 
-    def samples(self, probe: str) -> list[dict[str, Any]]:
-        """Rows of the probe's samples.jsonl ([] when it logged none). Malformed lines are an error."""
-        if probe in self._samples:
-            return self._samples[probe]
-        res = self.results.get(probe)
-        rows: list[dict[str, Any]] = []
+    def iter_samples(self, probe: str) -> Iterator[dict[str, Any]]:
+        """Rows of the probe's samples.jsonl, streamed (nothing when it logged none). Malformed lines are an
+        error. Samples logs can be large: readers stream them and keep only the columns they need."""
         path = self.samples_file(probe)
-        if res is not None and path is not None and path.exists():
-            rows = [row for _, row in iter_jsonl(path, what="per-sample JSON lines") if isinstance(row, dict)]
-        self._samples[probe] = rows
-        return rows
+        if self.results.get(probe) is None or path is None or not path.exists():
+            return
+        for _, row in iter_jsonl(path, what="per-sample JSON lines"):
+            if isinstance(row, dict):
+                yield row
+
+    def samples(self, probe: str) -> list[dict[str, Any]]:
+        """All rows in memory (convenience for small logs; the report and compare stream instead)."""
+        return list(self.iter_samples(probe))
+
+    def sample_columns(self, probe: str, peek: int = 50) -> set[str]:
+        """Column names of the first `peek` rows (empty when the probe logged nothing)."""
+        if probe not in self._columns:
+            cols: set[str] = set()
+            for i, row in enumerate(self.iter_samples(probe)):
+                if i >= peek:
+                    break
+                cols.update(row)
+            self._columns[probe] = cols
+        return self._columns[probe]
+
+    def item_values(self, probe: str, column: str) -> list[tuple[str, str, float]]:
+        """(item key, group, numeric value of `column`) per logged row, read in one streamed pass and kept
+        (three small fields per row instead of the whole row)."""
+        cache_key = (probe, column)
+        if cache_key not in self._item_values:
+            out: list[tuple[str, str, float]] = []
+            starts: dict[str, int] = {}
+            for row in self.iter_samples(probe):
+                key = _item_key(row)
+                if key is None:
+                    continue
+                if row.get("item_id") is None and row.get("sample_index") == 0:
+                    starts[key] = starts.get(key, 0) + 1  # a prompt set may repeat a prompt: each repeat is an item
+                if starts.get(key, 1) > 1:
+                    key = f"{key}#{starts[key]}"
+                v = _num(row.get(column))
+                if v is not None:
+                    out.append((key, sys.intern(str(row.get("group"))), v))
+            self._item_values[cache_key] = out
+        return self._item_values[cache_key]
 
     def samples_file(self, probe: str) -> Optional[Path]:
         res = self.results.get(probe)
@@ -201,14 +237,12 @@ def per_item_values(run: Run, probe: str, metric: str, group: Optional[str] = No
     """item key -> the item's contribution to `metric` (metric = mean over items, possibly x100), or None
     when the samples log cannot say. Two sources: the RealToxicityPrompts definitions for the toxicity
     probe (continuation `score` grouped per prompt), or a numeric column named like the metric."""
-    rows = run.samples(probe)
-    if group is not None:
-        rows = [r for r in rows if str(r.get("group")) == group]
-    if not rows:
+    columns = run.sample_columns(probe)
+    if not columns:
         return None
     res = run.results[probe]
     bucket: dict[str, list[float]] = {}
-    if metric in rows[0] or any(metric in r for r in rows[:50]):
+    if metric in columns:
         column = metric
         reducer: Callable[[list[float]], float] = lambda s: sum(s) / len(s)
     elif probe == "toxicity" or res.probe == "toxicity":
@@ -219,17 +253,8 @@ def per_item_values(run: Run, probe: str, metric: str, group: Optional[str] = No
             return None
     else:
         return None
-    starts: dict[str, int] = {}
-    for row in rows:
-        key = _item_key(row)
-        if key is None:
-            continue
-        if row.get("item_id") is None and row.get("sample_index") == 0:
-            starts[key] = starts.get(key, 0) + 1  # a prompt set may repeat a prompt: each repeat is an item
-        if starts.get(key, 1) > 1:
-            key = f"{key}#{starts[key]}"
-        v = _num(row.get(column))
-        if v is not None:
+    for key, g, v in run.item_values(probe, column):
+        if group is None or g == group:
             bucket.setdefault(key, []).append(v)
     return {k: reducer(v) for k, v in bucket.items() if v} or None
 
@@ -292,7 +317,7 @@ def metric_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Met
             return out
     elif mine or theirs:
         why = "only one run logged per-item values"
-    elif run.samples(probe) or base.samples(probe):
+    elif run.sample_columns(probe) or base.sample_columns(probe):
         why = "no per-item values for this metric in the samples log"
     delta, lo, hi = _unpaired(m, b)
     out.update(delta=delta, delta_ci_low=lo, delta_ci_high=hi, delta_kind="unpaired", note=f"unpaired: {why}")

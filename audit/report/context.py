@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -70,13 +71,15 @@ def toxicity_examples(runs: list[Run], per_group: int = EXAMPLES_PER_GROUP,
         probe = next((p for p, r in run.results.items() if p == "toxicity" or r.probe == "toxicity"), None)
         if probe is None:
             continue
-        by_group: dict[str, list[dict]] = {}
-        for row in run.samples(probe):
+        by_group: dict[str, list] = {}  # streamed: per group a min-heap of the `per_group` highest scores
+        for i, row in enumerate(run.iter_samples(probe)):
             if "continuation" in row:
-                by_group.setdefault(str(row.get("group", "all")), []).append(row)
-        for g, rows in by_group.items():
-            rows.sort(key=lambda r: -(r.get("score") if isinstance(r.get("score"), (int, float)) else -1))
-            for r in rows[:per_group]:
+                score = row.get("score") if isinstance(row.get("score"), (int, float)) else -1
+                heap = by_group.setdefault(str(row.get("group", "all")), [])
+                keep = {k: row.get(k) for k in ("prompt", "continuation", "score")}
+                (heapq.heappush if len(heap) < per_group else heapq.heappushpop)(heap, (score, -i, keep))
+        for g, heap in by_group.items():
+            for _, _, r in sorted(heap, key=lambda t: (-t[0], -t[1])):
                 groups.setdefault(g, []).append({"checkpoint": run.label, "prompt": str(r.get("prompt", "")),
                                                  "continuation": str(r.get("continuation", "")),
                                                  "score": fmt(r.get("score"))})

@@ -180,16 +180,32 @@ def _pick(m, bound: str) -> tuple[Optional[float], str]:
     value = {"value": m.get("value"), "upper": m.get("ci_high"), "lower": m.get("ci_low")}[bound]
     if m.get("value") is None:
         return None, "undefined value"
+    if not _finite(m.get("value")):
+        return None, f"non-finite value ({m.get('value')})"
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None, f"no confidence interval for bound '{bound}'"
+    if not _finite(value):
+        return None, f"non-finite {bound} bound ({value})"
     return float(value), ""
+
+
+def _finite(v) -> bool:
+    """A tampered or broken result may hold inf, -inf or a non-number: none of them may pass a rule."""
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def evaluate(run_dir: str | Path, policy: Policy, base: Optional[str | Path] = None, seed: int = 0) -> GateReport:
     """Evaluate every rule of `policy` on the run (fail closed). `base` overrides the policy's base."""
+    from ..rundir import RunIntegrityError
     from .compare import load_runs, metric_delta
 
-    run = load_runs([run_dir])[0]
+    try:
+        run = load_runs([run_dir])[0]
+    except RunIntegrityError as exc:  # unfinished or stale results: every rule fails closed, naming why
+        return _closed(run_dir, policy, str(exc))
     base_dir = Path(base) if base is not None else policy.base
     needs_base = [r for r in policy.rules if r.func == "delta"]
     base_run = None
@@ -198,10 +214,23 @@ def evaluate(run_dir: str | Path, policy: Policy, base: Optional[str | Path] = N
             r = needs_base[0]
             raise ConfigError(f"rule {r.index} '{r.text}': delta() needs a base run; pass --base RUN_DIR or set "
                               f"'base:' in the policy")
-        base_run = load_runs([base_dir])[0]
+        try:
+            base_run = load_runs([base_dir])[0]
+        except RunIntegrityError as exc:
+            return _closed(run_dir, policy, f"base run: {exc}")
     report = GateReport(run_dir=Path(run_dir), label=run.label, policy=policy)
     for rule in policy.rules:
         report.outcomes.append(_evaluate_rule(rule, run, base_run, seed, metric_delta))
+    return report
+
+
+def _closed(run_dir: str | Path, policy: Policy, reason: str) -> GateReport:
+    """A report in which every rule fails because the run (or its base) cannot be trusted."""
+    from ..api import load_run
+
+    manifest, _ = load_run(run_dir, check=False)
+    report = GateReport(run_dir=Path(run_dir), label=manifest.label or Path(run_dir).name, policy=policy)
+    report.outcomes = [Outcome(rule, False, None, f"fails closed: {reason}") for rule in policy.rules]
     return report
 
 
