@@ -134,7 +134,8 @@ def check_adapter_complete(adapter_dir: Path, peft_model) -> None:
         if "lora_" not in name:
             continue
         key = _lora_key(name)
-        if key not in stored and key + ".weight" not in stored:
+        # PEFT saves DoRA's magnitude vector without its ".weight" suffix
+        if key not in stored and key + ".weight" not in stored and key.removesuffix(".weight") not in stored:
             raise CheckpointError(f"{adapter_dir}: adapter file lacks tensor '{key}'; it would keep its "
                                   f"initial value; re-save the adapter")
 
