@@ -154,6 +154,7 @@ _COMMAND_MODULES = [
     "audit.report.commands",     # compare, report, card, gate
     "audit.rl.commands",         # rl make-data
     "audit.lab.commands",        # demo
+    "audit.scorers.commands",    # scorer-check
 ]
 
 
