@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 from ..errors import ConfigError, file_error
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "judge_prompt.txt"
-YES_WORDS = ("Yes", "yes", " Yes", " yes", "YES")
-NO_WORDS = ("No", "no", " No", " no", "NO")
+YES_WORDS = ("Yes", "yes", " Yes", " yes")
+NO_WORDS = ("No", "no", " No", " no")
 MAX_TEXT_TOKENS = 256  # longer texts are cut to their first 256 tokens before they enter the prompt
 CACHE_FORMAT = "judge-1"
 
