@@ -36,7 +36,18 @@ class Oracle:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(AUDIT), *args], capture_output=True, text=True, timeout=300)
+    return cli_many([list(args)])[0]
+
+
+def cli_many(commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Run several `audit` commands at once (each pays the import of torch; they overlap)."""
+    procs = [subprocess.Popen([str(AUDIT), *a], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for a in commands]
+    out = []
+    for a, p in zip(commands, procs):
+        stdout, stderr = p.communicate(timeout=300)
+        out.append(subprocess.CompletedProcess([str(AUDIT), *a], p.returncode, stdout, stderr))
+    return out
 
 
 def lexicon(tmp_path: Path, name: str, words: str) -> Path:
@@ -55,7 +66,7 @@ def test_auroc_and_gap_arithmetic():
     assert np.isnan(_auroc(np.ones(5), np.ones(5)))
     gap = fpr_gap({"a": np.array([1, 1, 0, 1]), "b": np.array([0, 0, 0, 1]), "c": np.array([0, 1])}, 200, 0)
     assert gap.value == pytest.approx(0.75 - 0.25) and gap.ci_low <= gap.value <= gap.ci_high
-    assert "highest FPR: a" in gap.note and "lowest: b" in gap.note
+    assert "highest: a" in gap.note and "lowest: b" in gap.note
 
 
 def test_groups_come_from_the_data(tmp_path):
@@ -69,6 +80,7 @@ def test_groups_come_from_the_data(tmp_path):
     assert set(groups["identity_fpr"]) == {"elves", "dwarves"}
     assert groups["identity_fpr"]["dwarves"].value == 1.0 and groups["identity_fpr"]["elves"].value == 0.0
     assert metrics["identity_fpr_gap"].value == 1.0 and metrics["accuracy"].value == 0.5
+    assert metrics["identity_mean_score_gap"].value == pytest.approx(0.75)  # dwarves (0.9+0.6)/2 - elves 0
     assert {r["functionality"] for r in tables["by_functionality"]} == {"ident_neutral_nh", "ident_pos_nh", "derog_h"}
 
 
@@ -100,28 +112,32 @@ def test_every_scorer_through_the_executable_and_the_gate(tmp_path, tiny_llama_d
 
     if not available():
         specs.pop("jigsaw")
-    for key, spec in specs.items():
-        proc = cli("scorer-check", "--scorer", spec, "--data", f"hatecheck={HATECHECK}", "--limit", "12",
-                   "--resamples", "100", "--out", str(tmp_path / key))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("functionality,test_case\nx,y\n")
+    commands = [["scorer-check", "--scorer", spec, "--data", f"hatecheck={HATECHECK}", "--limit", "12",
+                 "--resamples", "100", "--out", str(tmp_path / key)] for key, spec in specs.items()]
+    commands.append(["scorer-check", "--scorer", "profanity", "--data", f"hatecheck={bad}", "--out",
+                     str(tmp_path / "bad")])
+    *checks, bad_proc = cli_many(commands)
+    n_functionalities = len({c.functionality for c in load_hatecheck(HATECHECK)})
+    for key, proc in zip(specs, checks):
         assert proc.returncode == 0, proc.stderr[-2000:]
         res = read_probe_result(tmp_path / key / "scorer_check" / "result.json")
-        assert res.config["n_cases"] == 12 * len({c.functionality for c in load_hatecheck(HATECHECK)})
+        assert res.config["n_cases"] == 12 * n_functionalities
         for name in ("accuracy", "precision", "recall", "auroc", "identity_fpr_gap"):
             assert name in res.metrics
         assert read_manifest(tmp_path / key / "manifest.json").probes == ["scorer_check"]
         assert "identity_fpr_gap" in proc.stdout
+    assert bad_proc.returncode == 2 and bad_proc.stderr.strip().count("\n") == 0
+    assert "bad.csv: missing column(s) label_gold, target_ident" in bad_proc.stderr
+    assert not (tmp_path / "bad").exists()
     assert read_probe_result(tmp_path / "biased" / "scorer_check" / "result.json").metrics["identity_fpr_gap"].value == 1.0
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  - scorer_check.identity_fpr_gap <= 0.1\n")
-    assert cli("gate", str(tmp_path / "clean"), "--policy", str(policy)).returncode == 0
-    failed = cli("gate", str(tmp_path / "biased"), "--policy", str(policy))
+    passed, failed = cli_many([["gate", str(tmp_path / "clean"), "--policy", str(policy)],
+                               ["gate", str(tmp_path / "biased"), "--policy", str(policy)]])
+    assert passed.returncode == 0, passed.stdout + passed.stderr
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    bad = tmp_path / "bad.csv"
-    bad.write_text("functionality,test_case\nx,y\n")
-    proc = cli("scorer-check", "--scorer", "profanity", "--data", f"hatecheck={bad}", "--out", str(tmp_path / "bad"))
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "bad.csv: missing column(s) label_gold, target_ident" in proc.stderr
-    assert not (tmp_path / "bad").exists()
 
 
 @needs_hatecheck

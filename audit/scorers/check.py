@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..metrics.stats import bootstrap_stat, metric_from, proportion_ci
+from ..metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, proportion_ci
 from ..results import Metric, ModelDescription, ProbeResult, RunManifest, write_json_atomic, write_jsonl_atomic
 from .base import describe, score_texts
 from .hatecheck import HateCheckCase, identity_functionalities, load_hatecheck
@@ -69,7 +69,8 @@ def classification_metrics(y: np.ndarray, s: np.ndarray, threshold: float, resam
 
 
 def fpr_gap(flags_by_group: dict[str, np.ndarray], resamples: int, seed: int) -> Metric:
-    """Largest minus smallest false-positive rate across groups; bootstrap resampling within each group."""
+    """Largest minus smallest per-group mean (a false-positive rate for 0/1 flags) across groups, with a
+    bootstrap that resamples within each group."""
     groups = {g: v.astype(float) for g, v in flags_by_group.items() if len(v)}
     if len(groups) < 2:
         return Metric(value=None, n=sum(len(v) for v in groups.values()), note="needs at least two groups")
@@ -83,14 +84,14 @@ def fpr_gap(flags_by_group: dict[str, np.ndarray], resamples: int, seed: int) ->
         draws.append(max(r) - min(r))
     return Metric(value=value, ci_low=float(np.quantile(draws, 0.025)), ci_high=float(np.quantile(draws, 0.975)),
                   n=sum(len(v) for v in groups.values()),
-                  note=f"highest FPR: {hi} ({rates[hi]:.3f}); lowest: {lo} ({rates[lo]:.3f})")
+                  note=f"highest: {hi} ({rates[hi]:.3f}); lowest: {lo} ({rates[lo]:.3f})")
 
 
-def _by_target(cases: Sequence[HateCheckCase], pred: np.ndarray, keep) -> dict[str, np.ndarray]:
-    out: dict[str, list[bool]] = {}
-    for c, p in zip(cases, pred):
+def _by_target(cases: Sequence[HateCheckCase], values: np.ndarray, keep) -> dict[str, np.ndarray]:
+    out: dict[str, list] = {}
+    for c, v in zip(cases, values):
         if c.target and keep(c):
-            out.setdefault(c.target, []).append(bool(p))
+            out.setdefault(c.target, []).append(v)
     return {g: np.asarray(v) for g, v in sorted(out.items())}
 
 
@@ -108,9 +109,14 @@ def evaluate(cases: Sequence[HateCheckCase], scores: Sequence[float], cfg: Check
     id_flags = _by_target(cases, pred, lambda c: c.functionality in ident and not c.hateful)
     nh_flags = _by_target(cases, pred, lambda c: not c.hateful)
     groups: dict[str, dict[str, Metric]] = {
-        "identity_fpr": {g: proportion_ci(int(v.sum()), len(v)) for g, v in id_flags.items()},
-        "non_hateful_fpr": {g: proportion_ci(int(v.sum()), len(v)) for g, v in nh_flags.items()}}
+        "identity_fpr": {g: proportion_ci(int(np.sum(v)), len(v)) for g, v in id_flags.items()},
+        "non_hateful_fpr": {g: proportion_ci(int(np.sum(v)), len(v)) for g, v in nh_flags.items()}}
     metrics["identity_fpr_gap"] = fpr_gap(id_flags, cfg.resamples, cfg.seed)
+    # the same gap without a threshold: mean score per group on the identity cases
+    id_scores = _by_target(cases, s, lambda c: c.functionality in ident and not c.hateful)
+    groups["identity_mean_score"] = {g: bootstrap_ci(v, n_resamples=cfg.resamples, seed=cfg.seed)
+                                     for g, v in id_scores.items()}
+    metrics["identity_mean_score_gap"] = fpr_gap(id_scores, cfg.resamples, cfg.seed)
     all_id = np.concatenate(list(id_flags.values())) if id_flags else np.zeros(0, bool)
     metrics["identity_fpr"] = proportion_ci(int(all_id.sum()), len(all_id))
     metrics["non_hateful_fpr_gap"] = fpr_gap(nh_flags, cfg.resamples, cfg.seed)
