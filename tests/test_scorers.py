@@ -20,9 +20,14 @@ def test_profanity_ranks_offensive_above_neutral():
     assert describe(s)["name"] == "profanity" and "alt-profanity-check" in describe(s)["version"]
 
 
-def test_get_scorer_default_is_profanity():
-    assert get_scorer().name == "profanity"
-    assert get_scorer(None).name == "profanity"
+def test_default_scorer_is_jigsaw_when_installed_else_profanity(monkeypatch):
+    from audit.scorers import default_scorer_spec, jigsaw
+
+    expected = "jigsaw" if jigsaw.available() else "profanity"
+    assert get_scorer().name == expected and get_scorer(None).name == expected
+    assert get_scorer("default").name == expected
+    monkeypatch.setattr(jigsaw, "available", lambda: False)  # the extra is missing: profanity is the fallback
+    assert default_scorer_spec() == "profanity" and get_scorer().name == "profanity"
 
 
 def test_lexicon_whole_words_case_insensitive(tmp_path):
@@ -44,7 +49,7 @@ def test_lexicon_bad_files(tmp_path):
 
 
 def test_unknown_scorer_name():
-    with pytest.raises(ConfigError, match="scorer 'perspective': unknown scorer; expected one of profanity"):
+    with pytest.raises(ConfigError, match="scorer 'perspective': unknown scorer; expected one of jigsaw"):
         get_scorer("perspective")
     with pytest.raises(ConfigError, match="expected detoxify:CKPT_PATH"):
         get_scorer("detoxify")
