@@ -18,7 +18,8 @@ def judge(tiny_llama_dir, tmp_path_factory):
 
 def test_score_is_normalised_yes_probability(judge):
     tok, model = judge.handle.tokenizer, judge.handle.model
-    ids = torch.tensor([tok.encode(judge.prompt(TEXTS[0]), add_special_tokens=not judge.uses_chat_template)])
+    ids = torch.tensor([judge.prompt_ids(TEXTS[0])])  # one full forward pass, no reused prefix cache
+    assert tok.decode(ids[0], skip_special_tokens=True).strip().startswith(judge.prompt(TEXTS[0]).strip()[:20])
     with torch.no_grad():
         p = torch.softmax(model(input_ids=ids).logits[0, -1].float(), -1)
     yes, no = p[judge.yes_ids].sum(), p[judge.no_ids].sum()

@@ -25,7 +25,7 @@ DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "judge_prompt.
 YES_WORDS = ("Yes", "yes", " Yes", " yes")
 NO_WORDS = ("No", "no", " No", " no")
 MAX_TEXT_TOKENS = 256  # longer texts are cut to their first 256 tokens before they enter the prompt
-CACHE_FORMAT = "judge-1"
+CACHE_FORMAT = "judge-2"  # 2: prefix tokenized on its own
 
 
 def read_template(path: str | Path | None) -> tuple[str, Path]:
@@ -49,6 +49,13 @@ def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
         if enc and enc[0] not in ids and enc[0] != tokenizer.unk_token_id:
             ids.append(enc[0])
     return ids
+
+
+def _cache_argument(model) -> str:
+    """The forward argument that takes a KV cache: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class JudgeCache:
@@ -115,37 +122,72 @@ class JudgeScorer:
         self.forward_passes = 0  # texts actually run through the judge (the rest came from the cache)
         self._torch = torch
         self._known: Optional[dict[str, float]] = None
+        self._prefix, self._suffix = self._split()
+        # a tokenizer that adds BOS adds it at the very start, i.e. to the prefix (plain prompts only)
+        self._prefix_ids = tok.encode(self._prefix, add_special_tokens=not self.uses_chat_template)
+        self._prefix_kv = None
         self.version = f"{self.handle.description.model_type}-{self.handle.fingerprint[:12]} template-{template_hash[:8]}"
         self.spec = f"judge:{directory}" + (f":{template}" if template else "")
         self.template_path = str(template_path)
 
-    def prompt(self, text: str) -> str:
-        """The full judge input for one text (chat template applied when the tokenizer has one)."""
+    def _split(self) -> tuple[str, str]:
+        """The judge input around the text: (everything before it, everything after it)."""
+        tok = self.handle.tokenizer
+        if self.uses_chat_template:
+            full = tok.apply_chat_template([{"role": "user", "content": self.template}], tokenize=False,
+                                           add_generation_prompt=True)
+        else:
+            full = f"{self.template}\nAnswer:"
+        at = full.index("{text}")
+        return full[:at], full[at + len("{text}"):]
+
+    def _clip(self, text: str) -> str:
         tok = self.handle.tokenizer
         ids = tok.encode(text, add_special_tokens=False)
-        if len(ids) > MAX_TEXT_TOKENS:
-            text = tok.decode(ids[:MAX_TEXT_TOKENS])
-        message = self.template.replace("{text}", text)
-        if self.uses_chat_template:
-            return tok.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
-                                           add_generation_prompt=True)
-        return f"{message}\nAnswer:"
+        return tok.decode(ids[:MAX_TEXT_TOKENS]) if len(ids) > MAX_TEXT_TOKENS else text
+
+    def prompt(self, text: str) -> str:
+        """The full judge input for one text (chat template applied when the tokenizer has one)."""
+        return self._prefix + self._clip(text) + self._suffix
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of the judge input: the fixed prefix, then the text with the rest of the prompt. The
+        prefix is tokenized on its own so that its keys and values are computed once and reused."""
+        return self._prefix_ids + self.handle.tokenizer.encode(self._clip(text) + self._suffix,
+                                                               add_special_tokens=False)
+
+    def _prefix_cache(self, n: int):
+        """The prefix's key/value cache, repeated for a batch of n (None when the prefix is empty)."""
+        import copy
+
+        if not self._prefix_ids:
+            return None
+        if self._prefix_kv is None:
+            ids = self._torch.tensor([self._prefix_ids], device=self.handle.device)
+            out = self.handle.model(input_ids=ids, use_cache=True)
+            self._prefix_kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        cache = copy.deepcopy(self._prefix_kv)
+        cache.batch_repeat_interleave(n)
+        return cache
 
     def _forward(self, texts: Sequence[str]) -> list[float]:
         torch = self._torch
         tok, model = self.handle.tokenizer, self.handle.model
-        rows = [tok.encode(self.prompt(t), add_special_tokens=not self.uses_chat_template) for t in texts]
+        n_prefix = len(self._prefix_ids)
+        rows = [self.prompt_ids(t)[n_prefix:] for t in texts]
         width = max(len(r) for r in rows)
         pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), n_prefix + width), dtype=torch.long)
+        mask[:, :n_prefix] = 1
         for i, r in enumerate(rows):  # right padding; the answer is read at each row's own last position
             ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = 1
+            mask[i, n_prefix:n_prefix + len(r)] = 1
         last = torch.tensor([len(r) - 1 for r in rows])
         device = self.handle.device
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
+                           **{_cache_argument(model): self._prefix_cache(len(rows))}).logits
         logp = torch.log_softmax(logits[torch.arange(len(rows)), last.to(device)].float(), dim=-1)
         yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
         no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
