@@ -118,7 +118,9 @@ def test_every_scorer_through_the_executable_and_the_gate(tmp_path, tiny_llama_d
                  "--resamples", "100", "--out", str(tmp_path / key)] for key, spec in specs.items()]
     commands.append(["scorer-check", "--scorer", "profanity", "--data", f"hatecheck={bad}", "--out",
                      str(tmp_path / "bad")])
-    *checks, bad_proc = cli_many(commands)
+    commands.append(["scorer-check", "--scorer", "perspective", "--data", f"hatecheck={HATECHECK}", "--out",
+                     str(tmp_path / "unknown")])
+    *checks, bad_proc, unknown_proc = cli_many(commands)
     n_functionalities = len({c.functionality for c in load_hatecheck(HATECHECK)})
     for key, proc in zip(specs, checks):
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -131,13 +133,20 @@ def test_every_scorer_through_the_executable_and_the_gate(tmp_path, tiny_llama_d
     assert bad_proc.returncode == 2 and bad_proc.stderr.strip().count("\n") == 0
     assert "bad.csv: missing column(s) label_gold, target_ident" in bad_proc.stderr
     assert not (tmp_path / "bad").exists()
+    assert unknown_proc.returncode == 2 and "scorer 'perspective': unknown scorer" in unknown_proc.stderr
+    assert not (tmp_path / "unknown").exists()
     assert read_probe_result(tmp_path / "biased" / "scorer_check" / "result.json").metrics["identity_fpr_gap"].value == 1.0
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  - scorer_check.identity_fpr_gap <= 0.1\n")
-    passed, failed = cli_many([["gate", str(tmp_path / "clean"), "--policy", str(policy)],
-                               ["gate", str(tmp_path / "biased"), "--policy", str(policy)]])
+    passed, failed, compared = cli_many([["gate", str(tmp_path / "clean"), "--policy", str(policy)],
+                                         ["gate", str(tmp_path / "biased"), "--policy", str(policy)],
+                                         ["compare", str(tmp_path / "clean"), str(tmp_path / "biased"),
+                                          "--json", str(tmp_path / "compare.json")]])
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert compared.returncode == 0, compared.stderr
+    rows = json.loads((tmp_path / "compare.json").read_text())
+    assert {(r["probe"], r["metric"]) for r in rows} >= {("scorer_check", "identity_fpr_gap"), ("scorer_check", "auroc")}
 
 
 @needs_hatecheck
