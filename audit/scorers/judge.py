@@ -115,14 +115,15 @@ class JudgeScorer:
                               f"(first tokens {yes} vs {no})")
         self.batch_size = max(1, int(batch_size))
         self.uses_chat_template = bool(getattr(tok, "chat_template", None))
+        self._prefix, self._suffix = self._split()
+        # the key covers the whole judge input around the text: the template file and the chat template
         template_hash = hashlib.sha256(json.dumps(
-            {"template": self.template, "chat": self.uses_chat_template, "yes": self.yes_ids, "no": self.no_ids,
+            {"prefix": self._prefix, "suffix": self._suffix, "yes": self.yes_ids, "no": self.no_ids,
              "max_text_tokens": MAX_TEXT_TOKENS}).encode()).hexdigest()
         self.cache = JudgeCache(Path(cache_dir or default_cache_dir()), self.handle.fingerprint, template_hash)
         self.forward_passes = 0  # texts actually run through the judge (the rest came from the cache)
         self._torch = torch
         self._known: Optional[dict[str, float]] = None
-        self._prefix, self._suffix = self._split()
         # a tokenizer that adds BOS adds it at the very start, i.e. to the prefix (plain prompts only)
         self._prefix_ids = tok.encode(self._prefix, add_special_tokens=not self.uses_chat_template)
         self._prefix_kv = None
