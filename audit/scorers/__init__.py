@@ -32,6 +32,10 @@ from .base import (TOXIC_LABEL_HINTS, Scorer, ScorerError, _package_version, che
 from .classifiers import DetoxifyScorer, HFClassifierScorer
 from .simple import LexiconScorer, ProfanityScorer
 
+__all__ = ["Scorer", "ScorerError", "TOXIC_LABEL_HINTS", "checked_scores", "describe", "score_texts", "get_scorer",
+           "default_scorer_spec", "ProfanityScorer", "LexiconScorer", "HFClassifierScorer", "DetoxifyScorer",
+           "_package_version"]
+
 SCORER_NAMES = ("jigsaw", "profanity", "judge", "detoxify", "hf-classifier", "lexicon")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -34,7 +34,6 @@ class CheckConfig:
     resamples: int = 1000
     seed: int = 0
     batch_size: int = 64
-    extra: dict = field(default_factory=dict)
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:

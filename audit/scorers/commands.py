@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         idents = [f.strip() for f in identity.split(",") if f.strip()] if identity else None
         cfg = CheckConfig(data=paths["hatecheck"], threshold=threshold, limit_per_functionality=limit,
                           identity_functionalities=idents, resamples=resamples, seed=seed, batch_size=batch_size)
-        from .check import load_hatecheck
+        from .hatecheck import load_hatecheck
 
         load_hatecheck(cfg.data, 1)  # a bad data file fails before a scorer loads
         s = get_scorer(scorer)
