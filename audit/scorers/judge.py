@@ -51,11 +51,12 @@ def answer_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
     return ids
 
 
-def _cache_argument(model) -> str:
-    """The forward argument that takes a KV cache: `cache` (transformers >= 5.2x) or `past_key_values`."""
+def _forward_argument(model, name: str, fallback: Optional[str]) -> Optional[str]:
+    """`name` if the model's forward takes it, else `fallback` (transformers renamed `past_key_values` to
+    `cache` within 5.x; `logits_to_keep` is missing from some architectures)."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return name if name in inspect.signature(model.forward).parameters else fallback
 
 
 class JudgeCache:
@@ -184,12 +185,18 @@ class JudgeScorer:
         for i, r in enumerate(rows):  # right padding; the answer is read at each row's own last position
             ids[i, :len(r)] = torch.tensor(r)
             mask[i, n_prefix:n_prefix + len(r)] = 1
-        last = torch.tensor([len(r) - 1 for r in rows])
+        last = [len(r) - 1 for r in rows]
         device = self.handle.device
+        keep = sorted(set(last))  # only the answer positions need the vocabulary projection
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
-                           **{_cache_argument(model): self._prefix_cache(len(rows))}).logits
-        logp = torch.log_softmax(logits[torch.arange(len(rows)), last.to(device)].float(), dim=-1)
+            kwargs = {_forward_argument(model, "cache", "past_key_values"): self._prefix_cache(len(rows))}
+            if _forward_argument(model, "logits_to_keep", None):
+                kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
+            else:
+                keep = list(range(width))
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs).logits
+        at = torch.tensor([keep.index(i) for i in last], device=device)
+        logp = torch.log_softmax(logits[torch.arange(len(rows), device=device), at].float(), dim=-1)
         yes = torch.logsumexp(logp[:, self.yes_ids], dim=-1)
         no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
         self.forward_passes += len(rows)
