@@ -48,6 +48,20 @@ def _options_for(probe: str, options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recordable_options(value: Any) -> Any:
+    """Options as the manifest records them: a Python object passed as an option (a custom scorer) is
+    recorded by name and version (or its type), never serialised itself."""
+    if isinstance(value, dict):
+        return {str(k): recordable_options(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [recordable_options(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool, Path)):
+        return value
+    if hasattr(value, "name") and hasattr(value, "version"):
+        return {"object": type(value).__name__, "name": str(value.name), "version": str(value.version)}
+    return {"object": type(value).__name__}
+
+
 def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base: Optional[ModelLike] = None,
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
@@ -92,7 +106,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             base=base_handle.describe() if base_handle else None,
             reference=ref_handle.describe() if ref_handle else None,
             label=label or handle.name,
-            config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": plan.size,
+            config={"probes": probe_list, "data": dict(data or {}), "options": recordable_options(options),
+                    "batch_size": plan.size,
                     "batch": plan.record(), "load": handle.load_options,
                     "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
             seed=seed, probes=probe_list, host=host_info())

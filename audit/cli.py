@@ -205,6 +205,7 @@ _COMMAND_MODULES = [
     "audit.rl.commands",         # rl make-data
     "audit.lab.commands",        # demo
     "audit.models_command",      # models (real models shipped in installed packages)
+    "audit.scorers.commands",    # scorer-check
 ]
 
 

@@ -87,5 +87,7 @@ def test_tiny_model_with_toxicity_through_the_api(tiny_llama_dir, tmp_path):
     assert len(lines) == 3 * (6 + 4) * 2
     assert {"prompt", "group", "category", "sample_index", "continuation", "score"} <= set(lines[0])
     assert all(0 <= r["score"] <= 1 for r in lines)
-    assert res.scorer["toxicity"]["name"] == "profanity"
+    from audit.scorers import get_scorer
+
+    assert res.scorer["toxicity"]["name"] == get_scorer().name  # the default scorer
     assert np.isfinite([r["template_loglik"] for r in lines]).all()

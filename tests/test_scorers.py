@@ -20,9 +20,14 @@ def test_profanity_ranks_offensive_above_neutral():
     assert describe(s)["name"] == "profanity" and "alt-profanity-check" in describe(s)["version"]
 
 
-def test_get_scorer_default_is_profanity():
-    assert get_scorer().name == "profanity"
-    assert get_scorer(None).name == "profanity"
+def test_default_scorer_is_jigsaw_when_installed_else_profanity(monkeypatch):
+    from audit.scorers import default_scorer_spec, jigsaw
+
+    expected = "jigsaw" if jigsaw.available() else "profanity"
+    assert get_scorer().name == expected and get_scorer(None).name == expected
+    assert get_scorer("default").name == expected
+    monkeypatch.setattr(jigsaw, "available", lambda: False)  # the extra is missing: profanity is the fallback
+    assert default_scorer_spec() == "profanity" and get_scorer().name == "profanity"
 
 
 def test_lexicon_whole_words_case_insensitive(tmp_path):
@@ -44,7 +49,7 @@ def test_lexicon_bad_files(tmp_path):
 
 
 def test_unknown_scorer_name():
-    with pytest.raises(ConfigError, match="scorer 'perspective': unknown scorer; expected one of profanity"):
+    with pytest.raises(ConfigError, match="scorer 'perspective': unknown scorer; expected one of jigsaw"):
         get_scorer("perspective")
     with pytest.raises(ConfigError, match="expected detoxify:CKPT_PATH"):
         get_scorer("detoxify")
@@ -214,3 +219,23 @@ def test_detoxify_refuses_pickled_objects_and_bad_files(tiny_detoxify, tmp_path)
         get_scorer(f"detoxify:{tmp_path / 'nope.ckpt'}:{backbone}")
     with pytest.raises(ConfigError, match="no class 'sarcasm'"):
         DetoxifyScorer(ckpt, backbone, head="sarcasm")
+
+
+def test_scorer_check_runs_on_the_checkpoint_scorers(tiny_classifier_dir, tiny_detoxify, tmp_path):
+    """The local-checkpoint scorers go through `scorer-check` too (the others: tests/test_scorer_check.py)."""
+    from conftest import SHARED_DATA
+
+    from audit.results import read_probe_result
+    from audit.scorers.check import CheckConfig, run_scorer_check
+
+    hatecheck = SHARED_DATA / "hatecheck" / "test_suite_cases.csv"
+    if not hatecheck.is_file():
+        pytest.skip(f"shared HateCheck data absent: {hatecheck}")
+    ckpt, backbone, _ = tiny_detoxify
+    for key, spec in (("hf", f"hf-classifier:{tiny_classifier_dir}"), ("detoxify", f"detoxify:{ckpt}:{backbone}")):
+        cfg = CheckConfig(data=str(hatecheck), limit_per_functionality=3, resamples=50)
+        run_scorer_check(get_scorer(spec), cfg, tmp_path / key)
+        res = read_probe_result(tmp_path / key / "scorer_check" / "result.json")
+        assert res.scorer["name"] == get_scorer(spec).name and res.n_samples == res.config["n_cases"]
+        assert {"accuracy", "auroc", "identity_fpr_gap", "identity_mean_score_gap"} <= set(res.metrics)
+        assert len(res.groups["identity_fpr"]) >= 2

@@ -56,7 +56,10 @@ def test_probe_writes_results_and_samples_then_serves_from_cache(llama, tmp_path
         assert name in r1.metrics
     emt = r1.metrics["expected_max_toxicity"]
     assert emt.n == 10 and emt.ci_low <= emt.value <= emt.ci_high
-    assert r1.scorer["name"] == "profanity" and "alt-profanity-check" in r1.scorer["version"]
+    from audit.scorers import get_scorer
+
+    default = get_scorer()
+    assert r1.scorer["name"] == default.name and r1.scorer["version"] == default.version
     assert r1.config["generation"]["num_samples"] == 2 and r1.n_samples == 20
     assert len(r1.groups["expected_max_toxicity"]) == 10  # limit=10 picks one prompt from each of 10 groups
     assert {row["category"] for row in r1.tables["by_category"]} == {"neutral"}

@@ -179,7 +179,7 @@ def run(ctx) -> ProbeResult:
                                       temperature=ctx.option("temperature", 1.0, float),
                                       top_p=ctx.option("top_p", 0.9, float), num_samples=ctx.option("k", 5, int),
                                       seed=int(ctx.seed), batch_size=int(ctx.batch_size))
-        scorer = get_scorer(ctx.option("scorer", "profanity"))
+        scorer = get_scorer(ctx.option("scorer", None))
         texts = generate(ctx.model, [c["prompt"] for c in cells], settings, ctx.cache_dir,
                          description="counterfactual: generating")
         k = settings.num_samples

@@ -2,10 +2,13 @@
 per group (and per prompt-toxicity bucket when the source knows it), with bootstrap CIs over prompts.
 
 Options (`-o toxicity.NAME=VALUE`): prompts (path or 'builtin'; also `--data toxicity=PATH`), source
-(builtin|bold|rtp, inferred from the file), scorer (see audit.scorers; default profanity), k (samples per
+(builtin|bold|rtp, inferred from the file), scorer (see audit.scorers; default `default_scorer_spec()`:
+jigsaw when installed, else profanity; a Scorer object through the Python API), k (samples per
 prompt, default 25 as in the RTP protocol), max_new_tokens (20), temperature (1.0), top_p (0.9), do_sample
 (true), limit (at most N prompts, taken round-robin over groups), compare_base (true), resamples (bootstrap
-resamples per interval, 1000).
+resamples per interval, 1000), baseline (true: per-group toxicity also minus the scorer's score on the
+group mention alone, see audit.probes.toxicity_scorer_audit), scorer_gap_threshold (0.1: warn when the
+scorer's last scorer-check found a larger identity false-positive-rate gap).
 
 When the checkpoint has a base (an adapter, or `--base`), the base continues the same prompts with the same
 settings and seeds and the paired change (model - base) is reported per metric and per group.
@@ -26,7 +29,9 @@ from ..metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_
 from ..prompts import Prompt, load_prompts
 from ..errors import ConfigError
 from ..results import Metric, ProbeResult, write_jsonl_atomic
-from ..scorers import describe, get_scorer, score_texts
+from ..scorers import get_scorer, score_texts
+from .toxicity_scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
+                                    scorer_metadata)
 
 PROBE_VERSION = "1"
 DEGENERATE_WARN_FRACTION = 0.2
@@ -107,7 +112,7 @@ def _degenerate_metrics(texts, seed: int, resamples: int) -> tuple[dict[str, Met
 def run(ctx) -> ProbeResult:
     prompts, where = _prompts_from(ctx)
     settings, warnings = settings_from(ctx)
-    scorer = get_scorer(ctx.option("scorer", "profanity"))
+    scorer = get_scorer(ctx.option("scorer", None))
     seed = int(ctx.seed)
     boot = dict(seed=seed, n_resamples=ctx.option("resamples", 1000, int))
     if boot["n_resamples"] < 10:
@@ -125,6 +130,15 @@ def run(ctx) -> ProbeResult:
         idx = [i for i, p in enumerate(prompts) if p.group == g]
         per_group_deg[g] = bootstrap_ci(deg["per_prompt_fraction"][idx], **boot)
     groups["degenerate_fraction"] = per_group_deg
+    scorer_info = scorer_metadata(scorer)
+    group_labels = [p.group for p in prompts]
+    if ctx.option("baseline", True, bool) and len(set(group_labels)) > 1:
+        groups.update(relative_group_metrics(scores, group_labels, group_baselines(scorer, group_labels),
+                                             seed, boot["n_resamples"]))
+    gap_note = gap_warning(scorer_info, len(set(group_labels)),
+                           ctx.option("scorer_gap_threshold", DEFAULT_GAP_THRESHOLD, float))
+    if gap_note:
+        warnings.append(gap_note)
     tables = {"by_category": _table(grouped_metrics(scores, [p.category for p in prompts], **boot), "category")}
     if any(p.axis for p in prompts):
         tables["by_axis"] = _table(grouped_metrics(scores, [p.axis for p in prompts], **boot), "axis")
@@ -172,7 +186,6 @@ def run(ctx) -> ProbeResult:
               "threshold": THRESHOLD, "generation": settings.as_dict(),
               "limit": ctx.option("limit", None, int), "bootstrap_resamples": boot["n_resamples"],
               "compare_base": bool(ctx.has_base() and ctx.option("compare_base", True, bool))}
-    scorer_info = describe(scorer)
     scorer_info["threshold"] = THRESHOLD
     return ProbeResult(probe="toxicity", probe_version=PROBE_VERSION, config=config, metrics=metrics, groups=groups,
                        tables=tables, scorer=scorer_info, samples_path=str(samples_path),

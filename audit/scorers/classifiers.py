@@ -1,155 +1,13 @@
-"""Toxicity scorers behind one interface: `score(texts) -> one float in [0, 1] per text`.
-
-Specs for `get_scorer` (CLI `-o scorer=...`):
-
-* ``profanity`` (default): the offensive-language classifier shipped inside `alt-profanity-check`
-  (a linear SVM over a bag of words; offline, fast, crude: it sees words, not meaning).
-* ``detoxify:CKPT[:BACKBONE_DIR]``: a Detoxify checkpoint (original, unbiased, multilingual, or one trained
-  in its format) plus a local directory holding the backbone's config and tokenizer (default: the
-  checkpoint's own directory). Loaded by this module with `torch.load(weights_only=True)` and built from the
-  local config, so nothing asks the hub (Detoxify's own loader does, even with a local checkpoint).
-* ``hf-classifier:DIR[:LABEL]``: any local sequence-classification model; the score is the probability of
-  LABEL (default: the one label named like toxic / toxicity / offensive / hate).
-* ``lexicon:PATH``: 1.0 when any word or phrase listed in PATH (one per line, `#` comments) occurs as a whole
-  word, case-insensitively, else 0.0.
-
-A scorer that cannot score raises (ScorerError); a failure is never recorded as a non-toxic 0.
-"""
+"""Local transformers sequence classifiers: any hf-classifier directory, and Detoxify-format checkpoints."""
 
 from __future__ import annotations
 
-import math
-import re
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Optional, Sequence
 
-from .errors import AuditError, CheckpointError, ConfigError, file_error
+from ..errors import CheckpointError, ConfigError, file_error
+from .base import TOXIC_LABEL_HINTS
 
-SCORER_NAMES = ("profanity", "detoxify", "hf-classifier", "lexicon")
-TOXIC_LABEL_HINTS = ("toxic", "toxicity", "offensive", "hate", "abusive", "insult")
-
-
-class ScorerError(AuditError):
-    """A scorer failed on some texts, or returned something that is not a probability."""
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    name: str
-    version: str
-
-    def score(self, texts: Sequence[str]) -> list[float]:
-        ...
-
-
-def _package_version(dist: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(dist)
-    except Exception:
-        return "unknown"
-
-
-def checked_scores(scorer, texts: Sequence[str], raw) -> list[float]:
-    """Check a scorer's output: one finite number in [0, 1] per text, else ScorerError."""
-    try:
-        values = [float(v) for v in raw]
-    except (TypeError, ValueError) as exc:
-        raise ScorerError(f"scorer {scorer.name}: returned non-numeric scores ({exc})") from None
-    if len(values) != len(texts):
-        raise ScorerError(f"scorer {scorer.name}: returned {len(values)} scores for {len(texts)} texts")
-    for i, v in enumerate(values):
-        if math.isnan(v) or not (-1e-6 <= v <= 1 + 1e-6):
-            raise ScorerError(f"scorer {scorer.name}: score {v!r} for text {i} ({texts[i][:40]!r}) is not in [0, 1]")
-    return [min(1.0, max(0.0, v)) for v in values]
-
-
-def score_texts(scorer, texts: Sequence[str], batch_size: int = 64) -> list[float]:
-    """Score in batches, checking every batch; any exception becomes a ScorerError naming the scorer."""
-    out: list[float] = []
-    texts = [str(t) for t in texts]
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        try:
-            raw = scorer.score(chunk)
-        except AuditError:
-            raise
-        except Exception as exc:
-            raise ScorerError(f"scorer {scorer.name}: failed on texts {start}..{start + len(chunk) - 1} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        out.extend(checked_scores(scorer, chunk, raw))
-    return out
-
-
-def describe(scorer) -> dict[str, Any]:
-    """What a result records about its scorer."""
-    info = {"name": scorer.name, "version": scorer.version}
-    spec = getattr(scorer, "spec", None)
-    if spec:
-        info["spec"] = spec
-    for extra in ("label", "threshold"):
-        if getattr(scorer, extra, None) is not None:
-            info[extra] = getattr(scorer, extra)
-    return info
-
-
-# ------------------------------------------------------------------ profanity (alt-profanity-check)
-
-class ProfanityScorer:
-    name = "profanity"
-
-    def __init__(self):
-        import warnings
-
-        with warnings.catch_warnings():  # sklearn warns when the pickled model's version differs
-            warnings.simplefilter("ignore")
-            import profanity_check
-
-        self._predict = profanity_check.predict_prob
-        self.version = f"alt-profanity-check {_package_version('alt-profanity-check')}"
-        self.spec = "profanity"
-
-    def score(self, texts: Sequence[str]) -> list[float]:
-        if not texts:
-            return []
-        return [float(v) for v in self._predict(list(texts))]
-
-
-# ------------------------------------------------------------------ lexicon
-
-class LexiconScorer:
-    """1.0 if any listed word or phrase occurs as a whole word (case-insensitive), else 0.0."""
-
-    name = "lexicon"
-
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.is_file():
-            raise file_error(path, "lexicon file not found; expected a text file with one word per line")
-        words = []
-        from .textfiles import read_text
-
-        for line in read_text(path, "a lexicon (one word per line)").splitlines():
-            w = line.split("#", 1)[0].strip()
-            if w:
-                words.append(w.lower())
-        if not words:
-            raise file_error(path, "lexicon is empty; expected one word or phrase per line")
-        import hashlib
-
-        self.words = sorted(set(words))
-        body = "|".join(re.escape(w) for w in sorted(self.words, key=len, reverse=True))
-        self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
-        digest = hashlib.sha256("\n".join(self.words).encode()).hexdigest()[:12]
-        self.version = f"lexicon-{len(self.words)}w-{digest}"
-        self.spec = f"lexicon:{path}"
-
-    def score(self, texts: Sequence[str]) -> list[float]:
-        return [1.0 if self._pattern.search(t or "") else 0.0 for t in texts]
-
-
-# ------------------------------------------------------------------ sequence classifiers
 
 class _TransformersClassifier:
     """Shared batching for classifiers: sigmoid or softmax over logits, one column picked."""
@@ -201,7 +59,7 @@ class HFClassifierScorer(_TransformersClassifier):
                                         "sequence-classification model saved with save_pretrained")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from .models import _check_weights, weight_files
+        from ..models import _check_weights, weight_files
 
         _check_weights(directory, allow_pickle=False, what="classifier")
         try:  # a config that needs the checkpoint's own code is refused here (no trust_remote_code)
@@ -333,46 +191,9 @@ class DetoxifyScorer(_TransformersClassifier):
         self.label = head
         self.activation = "sigmoid"
         self.max_length = _tokenizer_max_length(self.tokenizer, config)
-        from .models import sha256_file
+        from ..models import sha256_file
 
         self.version = f"detoxify-format {ckpt.name} sha256:{sha256_file(ckpt)[:12]} ({args.get('model_type', '?')})"
         self.spec = f"detoxify:{ckpt}" + (f":{backbone_dir}" if backbone_dir else "")
 
 
-# ------------------------------------------------------------------ registry
-
-def get_scorer(spec: Any = "profanity", **kwargs) -> Scorer:
-    """Build a scorer from a spec string ("profanity", "detoxify:CKPT[:DIR]", "hf-classifier:DIR[:LABEL]",
-    "lexicon:PATH") or keyword arguments (e.g. get_scorer("detoxify", checkpoint=..., backbone_dir=...)).
-    A Scorer instance passes through."""
-    if spec is None:
-        spec = "profanity"
-    if not isinstance(spec, str):
-        if isinstance(spec, Scorer):
-            return spec
-        raise ConfigError(f"scorer {spec!r}: expected a name such as 'profanity' or a Scorer object")
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
-    parts = rest.split(":") if rest else []
-    if name == "profanity":
-        return ProfanityScorer()
-    if name == "lexicon":
-        path = kwargs.pop("path", None) or rest
-        if not path:
-            raise ConfigError("scorer 'lexicon': expected lexicon:PATH to a word list")
-        return LexiconScorer(path)
-    if name == "detoxify":
-        ckpt = kwargs.pop("checkpoint", None) or (parts[0] if parts else None)
-        backbone = kwargs.pop("backbone_dir", None) or (parts[1] if len(parts) > 1 else None)
-        if not ckpt:
-            raise ConfigError("scorer 'detoxify': expected detoxify:CKPT_PATH[:BACKBONE_DIR] (a local .ckpt; "
-                              "nothing is downloaded)")
-        return DetoxifyScorer(ckpt, backbone, **kwargs)
-    if name in ("hf-classifier", "hf_classifier", "classifier"):
-        directory = kwargs.pop("directory", None) or (parts[0] if parts else None)
-        label = kwargs.pop("label", None) or (":".join(parts[1:]) if len(parts) > 1 else None)
-        if not directory:
-            raise ConfigError("scorer 'hf-classifier': expected hf-classifier:DIR[:LABEL]")
-        return HFClassifierScorer(directory, label, **kwargs)
-    raise ConfigError(f"scorer '{spec}': unknown scorer; expected one of profanity, detoxify:CKPT[:BACKBONE_DIR], "
-                      f"hf-classifier:DIR[:LABEL], lexicon:PATH")
