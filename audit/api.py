@@ -48,14 +48,23 @@ def _options_for(probe: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base: Optional[ModelLike] = None,
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
-               options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int = 32,
+               options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
                label: Optional[str] = None, cache_dir: str | Path | None = None,
+               apply_chat_template: bool = False, system_prompt: Optional[str] = None,
                **load_kwargs) -> Path:
     """Run the named probes on a checkpoint and write a run directory. Returns its path.
 
     `model`, `base`, `reference` may be paths or already-loaded handles (a notebook loads once and
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
+    `batch_size` is a number or "auto" (audit.batching; default 32, or the runtime default).
+    `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.chat_template).
     """
+    from . import batching, chat_template, runtime
+
+    if system_prompt and not apply_chat_template:
+        raise ConfigError("--system-prompt: only used inside a chat template; add --apply-chat-template")
+    requested_batch = batching.parse_batch_size(
+        batch_size if batch_size is not None else (runtime.current().batch_size or 32))
     probe_list = [p.strip() for p in probes if p and p.strip()]
     if not probe_list:
         raise ConfigError("--probes: no probe named; expected e.g. --probes toxicity,crows_pairs")
@@ -67,26 +76,36 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     handle = _as_handle(model, **load_kwargs)
     base_handle = _as_handle(base, **load_kwargs)
     ref_handle = _as_handle(reference, **load_kwargs)
+    chat = chat_template.for_handle(handle, system_prompt) if apply_chat_template else None
+    plan = batching.plan_for(requested_batch, handle.model, say=_say)
     manifest = RunManifest(
         audit_version=__version__, git_commit=git_commit(), model=handle.describe(),
         base=base_handle.describe() if base_handle else None,
         reference=ref_handle.describe() if ref_handle else None,
         label=label or handle.name,
-        config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": batch_size,
-                "load": handle.load_options},
+        config={"probes": probe_list, "data": dict(data or {}), "options": options, "batch_size": plan.size,
+                "batch": plan.record(), "load": handle.load_options,
+                "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
         seed=seed, probes=probe_list, host=host_info())
     write_json_atomic(out / "manifest.json", manifest)
     for shown, name, extra in resolved:
         probe_out = out / probe_dir_name(shown)
         probe_out.mkdir(parents=True, exist_ok=True)
-        ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
-                           data=dict(data or {}), options={**_options_for(name, options),
-                                                           **_options_for(shown, options), **extra},
-                           seed=seed, batch_size=batch_size,
-                           cache_dir=Path(cache_dir) if cache_dir else out.parent / ".audit-cache",
-                           label=manifest.label)
+
+        def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
+            ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
+                               data=dict(data or {}), options={**_options_for(name, options),
+                                                               **_options_for(shown, options), **extra},
+                               seed=seed, batch_size=size,
+                               cache_dir=Path(cache_dir) if cache_dir else out.parent / ".audit-cache",
+                               label=manifest.label)
+            return runners[shown](ctx)
+
         t0 = time.time()
-        result: ProbeResult = runners[shown](ctx)
+        with chat_template.applied(chat):  # loglik and generation wrap prompts while it is set
+            result: ProbeResult = batching.run_with_halving(run_one, plan, f"probe {shown}", say=_say)
+        result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
+        result.batch_size = plan.size
         result.probe = shown
         result.seed = seed
         result.finished_at = now_iso()
@@ -96,8 +115,15 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                 if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
         write_json_atomic(probe_out / "result.json", result)
     manifest.finished_at = now_iso()
+    manifest.config["batch_size"], manifest.config["batch"] = plan.size, plan.record()  # after any halving
     write_json_atomic(out / "manifest.json", manifest)
     return out
+
+
+def _say(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
 
 
 def load_run(run_dir: str | Path) -> tuple[RunManifest, dict[str, ProbeResult]]:

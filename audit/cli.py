@@ -57,18 +57,27 @@ def console():
 
 # ------------------------------------------------------------------ info
 
+DTYPE_HELP = "auto, float32, bfloat16 or float16 (auto: float32 on CPU, bfloat16 on CUDA)."
+DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)."
+BATCH_HELP = "Rows per forward pass, or 'auto': the largest that fits, halved on out-of-memory."
+
 @app.command()
 def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or hub name (online/cached)."),
          base: Optional[str] = typer.Option(None, "--base", help="Base model for an adapter."),
          load_in_4bit: bool = typer.Option(False, "--4bit", help="Load the weights in 4-bit NF4 (bitsandbytes)."),
          allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow .bin/pickle weights (weights_only=True)."),
          trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the checkpoint's own code."),
+         dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
+         device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
          as_json: bool = typer.Option(False, "--json", help="Print the description as JSON.")):
-    """Describe a checkpoint: architecture, size, method, rank, quantization, hashes."""
+    """Describe a checkpoint (model dir, adapter, .gguf file or packaged model): architecture, size, method,
+    rank, quantization, hashes."""
     from .models import load
+    from .runtime import RuntimeOptions
 
+    RuntimeOptions(dtype=dtype, device=device)  # one-line errors before anything loads
     handle = load(path, base=base, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
-                  trust_remote_code=trust_remote_code)
+                  trust_remote_code=trust_remote_code, dtype=dtype, device=device)
     desc = handle.describe()
     if as_json:
         typer.echo(desc.model_dump_json(indent=2))
@@ -81,7 +90,13 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
             ("rank", desc.rank), ("alpha", desc.alpha),
             ("target modules", ", ".join(desc.target_modules or []) or None),
             ("quantization", json.dumps(desc.quantization) if desc.quantization else "none"),
-            ("dtype", desc.dtype), ("base", desc.base_path), ("fingerprint", desc.fingerprint[:16])]
+            ("dtype", desc.dtype), ("device", handle.load_options.get("device")), ("base", desc.base_path),
+            ("fingerprint", desc.fingerprint[:16])]
+    gguf = getattr(desc, "gguf", None)  # set when the checkpoint was converted from a GGUF file (audit.gguf)
+    if gguf:
+        rows[1:1] = [("gguf file", gguf.get("path")), ("gguf quantization", gguf.get("quant_type")),
+                     ("gguf tensor types", ", ".join(f"{k} x{v}" for k, v in (gguf.get("tensor_types") or {}).items())),
+                     ("gguf sha256", gguf.get("sha256")), ("gguf licence", gguf.get("license"))]
     if desc.n_trainable_adapter_parameters is not None:
         rows.insert(4, ("adapter parameters", f"{desc.n_trainable_adapter_parameters:,}"))
     for k, v in rows:
@@ -93,6 +108,7 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
 
 
 # ------------------------------------------------------------------ probe
+
 
 @app.command()
 def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: toxicity, crows_pairs, bbq, "
@@ -108,13 +124,23 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
           horizon: Optional[int] = typer.Option(None, "--horizon", help="rl: steps per episode."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="rl: comma-separated seeds."),
           seed: int = typer.Option(0, "--seed"),
-          batch_size: int = typer.Option(32, "--batch-size"),
+          batch_size: str = typer.Option("32", "--batch-size", help=BATCH_HELP),
           label: Optional[str] = typer.Option(None, "--label", help="Name shown in reports."),
           load_in_4bit: bool = typer.Option(False, "--4bit"),
           allow_pickle: bool = typer.Option(False, "--allow-pickle"),
-          trust_remote_code: bool = typer.Option(False, "--trust-remote-code")):
+          trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+          dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
+          device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+          apply_chat_template: bool = typer.Option(False, "--apply-chat-template",
+                                                   help="Wrap every prompt in the model's chat template "
+                                                        "(a user turn + the assistant prompt, as lm-eval does)."),
+          system_prompt: Optional[str] = typer.Option(None, "--system-prompt",
+                                                      help="System turn for --apply-chat-template.")):
     """Run probes on a checkpoint and write a run directory (manifest.json + one folder per probe)."""
     from .api import run_probes
+    from .runtime import RuntimeOptions
+
+    rt = RuntimeOptions(dtype=dtype, device=device, batch_size=batch_size)  # one-line errors before loading
 
     opts: dict = dict(parse_key_values(option, "--option"))
     if corpus:
@@ -124,9 +150,10 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
             opts[f"rl.{key}"] = val
     run_dir = out or Path("audit-runs") / (label or Path(model).name)
     run_probes(model, probes.split(","), run_dir, base=base, reference=reference,
-               data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=batch_size,
+               data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=rt.batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
-               trust_remote_code=trust_remote_code)
+               trust_remote_code=trust_remote_code, dtype=dtype, device=device,
+               apply_chat_template=apply_chat_template, system_prompt=system_prompt)
     _print_run_summary(run_dir)
 
 
@@ -154,6 +181,7 @@ _COMMAND_MODULES = [
     "audit.report.commands",     # compare, report, card, gate
     "audit.rl.commands",         # rl make-data
     "audit.lab.commands",        # demo
+    "audit.models_command",      # models (real models shipped in installed packages)
 ]
 
 

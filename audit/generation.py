@@ -164,13 +164,16 @@ class HFGenerator:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
+        from .chat_template import active
+
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
         limit = self._max_prompt_tokens(settings)
         rows = []
         for p in prompts:
-            ids = list(tok(p)["input_ids"]) if p else []
+            # a chat-templated prompt already holds its special tokens (audit.chat_template)
+            ids = list(tok(p, add_special_tokens=active() is None)["input_ids"]) if p else []
             if not ids:
                 ids = [start_id]
             rows.append(ids[-limit:])  # keep the end of an over-long prompt: it is what gets continued
@@ -321,6 +324,10 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     t0 = time.time()
     gen = as_generator(handle, fingerprint)
     prompts = [str(p) for p in prompts]
+    from .chat_template import active
+
+    if active() is not None:  # --apply-chat-template: each prompt becomes a user turn (see audit.chat_template)
+        prompts = [active().wrap(p) for p in prompts]
     k = int(settings.num_samples)
     distinct_samples = k if settings.do_sample else 1
     cache = GenerationCache(Path(cache_dir) if cache_dir else default_cache_dir(), gen.fingerprint, gen.engine,

