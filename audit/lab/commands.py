@@ -15,13 +15,25 @@ def register(app: typer.Typer) -> None:
              quick: bool = typer.Option(False, "--quick", help="Fewer ranks, steps and samples (about 3 minutes)."),
              model: Optional[Path] = typer.Option(None, "--model", help="Your own causal LM directory: skip "
                                                                          "pre-training, fine-tune and audit it."),
-             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes.")):
+             seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the training and the probes."),
+             real: bool = typer.Option(False, "--real", help="The real-model study instead: SmolLM2-135M-Instruct "
+                                                             "(or --model) detoxified on its own non-toxic "
+                                                             "continuations by every method (about 20 minutes; "
+                                                             "--quick: a few)."),
+             data: Optional[list[str]] = typer.Option(None, "--data", help="With --real: crows_pairs=PATH, the "
+                                                                            "CrowS-Pairs CSV (skipped without it).")):
         """Pre-train a small model with planted toxicity and bias, fine-tune it every way, audit, report."""
         from rich.console import Console
 
         from ..errors import file_error
         from .demo import run_demo, summary_table
 
+        if real or data:
+            from .real_study_cli import run_real_from_cli
+
+            run_real_from_cli(out if out != Path("audit-demo") else Path("audit-demo-real"), quick, seed, model,
+                              data or [], real)
+            return
         if model is not None and not Path(model).is_dir():
             raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory")
         summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
