@@ -70,7 +70,7 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
                             heldout_fraction=0.15)
     probe_options = {
         "toxicity": {"k": 5, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.9,
-                     "limit": 35 if quick else 105, "compare_base": False, "scorer": detox.scorer},
+                     "limit": 35 if quick else 70, "compare_base": False, "scorer": detox.scorer},
         "crows_pairs": {"limit": 100 if quick else 400, "n_bootstrap": 500 if quick else 1000},
         "shift": {"limit": 24 if quick else 64, "lens_limit": 16 if quick else 32, "bootstrap": 200 if quick else 500,
                   "max_length": 64},
@@ -79,7 +79,7 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
     if not crows_pairs:
         notes.append("CrowS-Pairs skipped: pass the CrowS-Pairs CSV with --data crows_pairs=PATH")
     return RealPlan(quick=quick, seed=seed, base=base or DEFAULT_BASE, detox=detox, checkpoints=cps,
-                    ft_steps=12 if quick else 40, ft_batch_size=8, ft_max_length=96, lr_grid=lr_grid,
+                    ft_steps=6 if quick else 24, ft_batch_size=8, ft_max_length=96, lr_grid=lr_grid,
                     probe_options=probe_options, crows_pairs=crows_pairs, notes=notes)
 
 
