@@ -6,7 +6,10 @@
   1/Phi^-1(0.9677083)) to maximise the entropy of the block's 16-level code histogram. tau is stored
   double-quantized like the reference (8-bit dynamic map, one float scale per 256 blocks). We add
   tau = 0 (plain NF4) as the first candidate and move only on a strict entropy gain, so ICQ never
-  retains less information than NF4 (the reference's grid does not contain tau = 0).
+  retains less information than NF4 (the reference's grid does not contain tau = 0). The search solves,
+  per weight and level boundary, where along the tau grid the weight changes code, and evaluates the
+  float32 encoding only next to that point: bit-identical to encoding every block once per candidate
+  (`icq_search_loop`, kept as the test reference) at a fraction of the cost.
 * **IEC** (Information Elastic Connection): two learnable scalars per layer (init 0),
       z = A x + beta_A * GroupMean_r(x),    y = B z + beta_B * Repeat(z)
   GroupMean_r averages x in r consecutive groups of in/r features; Repeat gives output chunk j
