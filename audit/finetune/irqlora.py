@@ -136,20 +136,23 @@ def _grid_at_most(ordered, taus, tau0, absmax0, first: float, step: float, mids)
     lo = torch.floor(j_star - delta).add_(1).clamp_(0, n_cand).long()  # first uncertain candidate
     hi = torch.ceil(j_star + delta).clamp_(0, n_cand).long()  # first certainly counted candidate
     n_blocks, n_mid, size = lo.shape
-    counted = torch.zeros(n_cand + 1, n_blocks, n_mid, dtype=torch.long, device=x.device)
-    counted.scatter_add_(0, hi.permute(2, 0, 1), torch.ones_like(hi).permute(2, 0, 1))
-    at_most = counted.cumsum(0)[:n_cand]  # candidates x blocks x midpoints
+    counted = torch.zeros(n_cand + 1, n_blocks, n_mid, dtype=torch.int32, device=x.device)  # counts <= 64
+    hi_first = hi.permute(2, 0, 1)
+    counted.scatter_add_(0, hi_first, torch.ones(hi_first.shape, dtype=torch.int32, device=x.device))
+    at_most = counted.cumsum(0, dtype=torch.int32)[:n_cand]  # candidates x blocks x midpoints
     width = (hi - lo).clamp_(min=0).flatten()
-    if int(width.sum()):
-        cell = torch.repeat_interleave(torch.arange(width.numel(), device=x.device), width)
-        first_j = torch.repeat_interleave(lo.flatten(), width)
+    uncertain = width.nonzero().flatten()  # few: weights whose code change lies within delta of a candidate
+    if uncertain.numel():
+        width = width[uncertain]
+        cell = torch.repeat_interleave(uncertain, width)
+        first_j = torch.repeat_interleave(lo.flatten()[uncertain], width)
         offset = torch.arange(cell.numel(), device=x.device) - torch.repeat_interleave(width.cumsum(0) - width, width)
         j = first_j + offset
         b, k, i = cell // (n_mid * size), (cell // size) % n_mid, cell % size
         tau = taus[j, b]
         absmax = torch.maximum((ordered[b, 0] - tau).abs(), (ordered[b, -1] - tau).abs())
         scaled = (ordered[b, i] - tau) * (1.0 / absmax.clamp(min=1e-38))
-        hit = (scaled <= mids[k]).long()
+        hit = (scaled <= mids[k]).to(torch.int32)
         at_most.index_put_((j, b, k), hit, accumulate=True)
     return at_most
 
@@ -163,7 +166,7 @@ def _entropy_from_at_most(at_most, n: int):
                         append=torch.full_like(at_most[..., :1], n))
     p = torch.arange(n + 1, dtype=torch.float64, device=at_most.device) / n
     table = torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p))
-    return -table[counts].sum(dim=-1)
+    return -table[counts.long()].sum(dim=-1)
 
 
 _CHUNK_ELEMENTS = 1 << 22  # candidates x weights scaled at once (16 MB of float32)
