@@ -65,12 +65,14 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
     # order of magnitude below the adapters); the held-out loss picks one.
     grid_full, grid_adapter = [1e-5, 5e-5], [2e-4, 1e-3]
     lr_grid = {c.method: list(grid_full if c.method == "full" else grid_adapter) for c in cps}
-    detox = DetoxDataConfig(prompts_per_group=2 if quick else 5, samples=2, max_new_tokens=20,
+    # Sized by measurement: on the shared 2-core machine SmolLM2-135M generated ~1 token step per second at
+    # batch 8-32, so generation, not training, sets the wall time (see README).
+    detox = DetoxDataConfig(prompts_per_group=1 if quick else 2, samples=2, max_new_tokens=16,
                             temperature=1.0, top_p=0.9, scorer="profanity", threshold=0.5,
                             heldout_fraction=0.15)
     probe_options = {
-        "toxicity": {"k": 5, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.9,
-                     "limit": 35 if quick else 70, "compare_base": False, "scorer": detox.scorer},
+        "toxicity": {"k": 5, "max_new_tokens": 12 if quick else 16, "temperature": 1.0, "top_p": 0.9,
+                     "limit": 18 if quick else 70, "compare_base": False, "scorer": detox.scorer},
         "crows_pairs": {"limit": 100 if quick else 400, "n_bootstrap": 500 if quick else 1000},
         "shift": {"limit": 24 if quick else 64, "lens_limit": 16 if quick else 32, "bootstrap": 200 if quick else 500,
                   "max_length": 64},
