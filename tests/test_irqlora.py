@@ -10,7 +10,7 @@ import torch
 
 from audit.errors import ConfigError
 from audit.finetune.irqlora import (IRQLoRA, add_elastic_connections, block_entropy, folded_factors,
-                                    icq_dequantize, icq_quantize, icq_search, nf4_sigma)
+                                    icq_dequantize, icq_quantize, icq_search, icq_search_loop, nf4_sigma)
 from audit.finetune.quant import NF4Quantizer
 from quant_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 
@@ -57,6 +57,31 @@ def test_tau_zero_reproduces_plain_nf4_exactly():
     assert info["entropy_icq"] >= info["entropy_nf4"]
     rel = float((w_hat - w).norm() / w.norm())
     assert rel < 0.15
+
+
+def awkward_weight(seed=0):
+    """Skewed and offset blocks plus the awkward ones: constant, large offset, few distinct values (as in a
+    de-quantized GGUF), float16-rounded."""
+    g = torch.Generator().manual_seed(seed)
+    w = skewed_weight(seed)[:, :192].clone()
+    w[9, :64] = 0.01
+    w[10] += 3.0
+    w[11, :64] = torch.randint(0, 3, (64,), generator=g).float() * 0.01
+    w[12] = w[12].half().float()
+    w[13] = torch.round(w[13] / 0.004) * 0.004 + 0.001
+    return w
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("tau_range,tau_n", [(0.1, 100), (0.5, 7), (0.0, 3), (0.1, 0)])
+def test_vectorised_search_equals_the_candidate_loop(seed, tau_range, tau_n):
+    """Same chosen tau and the same entropies, bit for bit, as encoding every weight once per candidate."""
+    w = awkward_weight(seed)
+    fast, slow = icq_search(w, tau_range, tau_n), icq_search_loop(w, tau_range, tau_n)
+    for got, expected in zip(fast, slow):
+        assert torch.equal(got, expected)
+    if tau_range > 0:
+        assert (fast[0] != 0).any()  # the grid moved some blocks, so the comparison is not vacuous
 
 
 def test_icq_requires_whole_blocks():

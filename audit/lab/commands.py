@@ -19,7 +19,13 @@ def register(app: typer.Typer) -> None:
              dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16 "
                                                                        "(models loaded for probing)."),
              device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
-             batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Probe batch size, or 'auto'.")):
+             batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Probe batch size, or 'auto'."),
+             real: bool = typer.Option(False, "--real", help="The real-model study instead: SmolLM2-135M-Instruct "
+                                                             "(or --model) detoxified on its own non-toxic "
+                                                             "continuations by every method (about 20 minutes; "
+                                                             "--quick: a few)."),
+             data: Optional[list[str]] = typer.Option(None, "--data", help="With --real: crows_pairs=PATH, the "
+                                                                            "CrowS-Pairs CSV (skipped without it).")):
         """Pre-train a small model with planted toxicity and bias, fine-tune it every way, audit, report."""
         from rich.console import Console
 
@@ -29,6 +35,14 @@ def register(app: typer.Typer) -> None:
         from ..runtime import training_device, using
         from .demo import run_demo, summary_table
 
+        if real or data:
+            from .real_study_cli import run_real_from_cli
+
+            training_device(device)
+            with using(dtype=dtype, device=device, batch_size=batch_size):
+                run_real_from_cli(out if out != Path("audit-demo") else Path("audit-demo-real"), quick, seed, model,
+                                  data or [], real)
+            return
         if model is not None and (find_gguf(model) or packaged(str(model))):
             from ..models import resolve_checkpoint
 

@@ -430,12 +430,15 @@ def remaining(value: Optional[float], base: Optional[float], ft: Optional[float]
     return (value - ft) / (base - ft)
 
 
-def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str) -> dict[str, Any]:
-    """Per behaviour and checkpoint: value with CI, and the share of the planted behaviour left in place."""
+def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
+              measured: Optional[list[Behaviour]] = None) -> dict[str, Any]:
+    """Per behaviour and checkpoint: value with CI, and the share of the planted behaviour left in place.
+    `measured`: the behaviours to read (default: the planted study's; the real study passes its own)."""
+    measured = measured if measured is not None else behaviours()
     rows = []
     labels = ["base"] + [c.label for c in plan.checkpoints]
     meta = {c.label: c for c in plan.checkpoints}
-    for b in behaviours():
+    for b in measured:
         get = (lambda rd: _metric(rd, b.probe, b.metric, b.group)) if b.group else \
             (lambda rd: _overall(rd, b.probe, b.metric))
         base_m, ft_m = get(run_dirs["base"]), get(run_dirs[ref_label])
@@ -458,7 +461,7 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str) -> dict
             if m is not None:
                 shift.append({"checkpoint": label, "metric": metric, "value": m.get("value"),
                               "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
-    return {"reference": ref_label, "behaviours": [asdict(b) for b in behaviours()], "rows": rows,
+    return {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
             "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
 
 
@@ -471,8 +474,8 @@ def summary_table(summary: dict[str, Any]):
     from ..report.units import axis_label, is_rate
 
     names = [b["name"] for b in summary["behaviours"]]
-    t = Table(title=f"audit demo: planted behaviour left in place (remaining = (method - full FT) / "
-                    f"(base - full FT); reference {summary['reference']})")
+    what = summary.get("title", "audit demo: planted behaviour left in place")
+    t = Table(title=f"{what} (remaining = (method - full FT) / (base - full FT); reference {summary['reference']})")
     t.add_column("checkpoint", no_wrap=True)
     for n in names:
         t.add_column(n)
@@ -545,8 +548,8 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=9)
         ax.tick_params(axis="y", labelsize=9)
     axes[-1, 0].set_xlabel("checkpoint", fontsize=10)
-    fig.suptitle("audit demo: planted behaviour per checkpoint\n(dotted: base, dashed: full FT; black bars: 95% CI)",
-                 fontsize=11)
+    what = summary.get("title", "audit demo: planted behaviour per checkpoint")
+    fig.suptitle(f"{what}\n(dotted: base, dashed: full FT; black bars: 95% CI)", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     path = Path(path)
     tmp = path.with_suffix(".tmp.png")

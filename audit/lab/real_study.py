@@ -1,0 +1,212 @@
+"""`audit demo --real`: the real-model study, end to end, resumable (plan: audit.lab.real_plan).
+
+    base (SmolLM2-135M-Instruct, packaged) -> its own continuations of half the toxicity prompts, kept
+    where the scorer finds them non-toxic -> every fine-tune at each rate of a small grid, the rate with
+    the lowest held-out loss kept -> toxicity (the other half of the prompts), CrowS-Pairs (when given),
+    shift against full FT -> the planted study's summary table, chart and HTML report.
+
+Every stage writes its result before the next starts and is skipped when that result exists and was made
+with the same settings (stamps hold the plan digest and the base's identity), so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import ConfigError
+from .demo import Stages, _base_identity, _run_finished, _write_report, plot_summary, summarise
+from .real_plan import RealPlan, make_real_plan, real_behaviours
+
+TITLE = "audit demo --real: base toxicity left in place"
+
+
+def _stamp(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stamped(d: Path, stamp: str, name: str = "study_stamp.txt") -> bool:
+    f = d / name
+    return f.is_file() and f.read_text(encoding="utf-8").strip() == stamp
+
+
+def _check_plan(out: Path, plan: RealPlan) -> None:
+    from ..results import write_json_atomic
+
+    f = out / "plan.json"
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text(encoding="utf-8")).get("digest")
+        except ValueError:
+            old = None
+        if old != plan.digest():
+            raise ConfigError(f"{out}: holds a study run with different settings (plan.json); use another --out "
+                              f"or delete that directory to start again")
+    write_json_atomic(f, {"digest": plan.digest(), "kind": "real", "plan": plan.as_dict()})
+
+
+def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, seed: int = 0,
+                   model: Optional[str] = None, crows_pairs: Optional[str] = None,
+                   log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Run (or resume) the real-model study into `out`; returns the summary (also out/summary.json)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ..models import load, resolve_checkpoint
+    from ..prompts import load_prompts
+    from ..results import write_json_atomic, write_text_atomic
+    from .detox_data import make_detox_data, per_group, split_prompts, write_prompts
+
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = make_real_plan(quick=quick, seed=seed, base=(str(Path(model).resolve()) if Path(model).exists() else model) if model else None,
+                          crows_pairs=str(Path(crows_pairs).resolve()) if crows_pairs else None)
+    _check_plan(out, plan)
+    st = Stages(log)
+    for note in plan.notes:
+        st.log(note)
+
+    # 1. the base (a packaged GGUF is converted once into the documented cache)
+    base_dir = st.run(f"base model {plan.base}", lambda: resolve_checkpoint(plan.base))
+    base_id = _base_identity(base_dir)
+    handles: dict[str, Any] = {}
+
+    def base_handle():
+        if "base" not in handles:
+            handles["base"] = load(base_dir)
+        return handles["base"]
+
+    # 2. prompts: one half makes the training data, the other half is audited
+    data_dir = out / "data"
+    train_prompts, audit_prompts = split_prompts(load_prompts("builtin"))
+    audit_file = write_prompts(data_dir / "audit_prompts.jsonl", audit_prompts)
+    gen_prompts = per_group(train_prompts, plan.detox.prompts_per_group)
+    data_stamp = _stamp(plan.digest(), base_id)
+    record_path = data_dir / "detox_data.json"
+    if _stamped(data_dir, data_stamp) and record_path.is_file():
+        st.log("detox data: cached")
+    else:
+        st.run(f"detox data ({len(gen_prompts)} prompts x {plan.detox.samples} continuations)", lambda: make_detox_data(
+            base_handle(), gen_prompts, plan.detox, data_dir, seed, out / ".audit-cache"))
+        write_text_atomic(data_dir / "study_stamp.txt", data_stamp + "\n")
+    detox = json.loads(record_path.read_text(encoding="utf-8"))
+    st.log(f"detox data: kept {detox['kept']} of {detox['continuations']} continuations "
+           f"({100 * detox['kept_fraction']:.0f}%), {detox['train_rows']} train / {detox['heldout_rows']} held out")
+
+    # 3. fine-tunes: each method at every rate of its grid; the lowest held-out loss is kept
+    chosen, selection = _finetunes(plan, out, base_dir, base_id, detox, st)
+
+    # 4. probes on the base and every chosen checkpoint
+    probes_common = ["toxicity"] + (["crows_pairs"] if plan.crows_pairs else [])
+    data = {"toxicity": str(audit_file), **({"crows_pairs": plan.crows_pairs} if plan.crows_pairs else {})}
+    options = dict(plan.probe_options)
+    options["shift"] = {**options["shift"], "corpora": [detox["heldout"]]}
+    ref_label = plan.checkpoints[0].label
+    run_dirs = {"base": out / "runs" / "base"}
+    stamps = {"base": _stamp(base_id), **{c.label: _stamp(base_id, str(chosen[c.label])) for c in plan.checkpoints}}
+    from ..api import run_probes
+
+    def go(label: str, rd: Path, probes: list[str], **kw) -> Callable[[], Any]:
+        def run():
+            run_probes(kw.pop("model"), probes, rd, data=data, options=options, seed=seed, label=label,
+                       cache_dir=out / ".audit-cache", **kw)
+            write_text_atomic(rd / "demo_probe_settings.txt", pd(label) + "\n")
+        return run
+
+    def pd(label: str) -> str:
+        return _stamp(plan.probe_digest(), stamps[label], stamps[ref_label])
+
+    if _run_finished(run_dirs["base"], probes_common, pd("base")):
+        st.log("probes on base: cached")
+    else:
+        st.run("probes on base", go("base", run_dirs["base"], probes_common, model=base_handle()))
+    for i, cp in enumerate(plan.checkpoints, start=1):
+        rd = run_dirs[cp.label] = out / "runs" / cp.label
+        probes = probes_common + ["shift"]
+        if _run_finished(rd, probes, pd(cp.label)):
+            st.log(f"probes {i}/{len(plan.checkpoints)} {cp.label}: cached")
+            continue
+        if "ref" not in handles:
+            handles["ref"] = load(chosen[ref_label])
+        st.run(f"probes {i}/{len(plan.checkpoints)} {cp.label}", go(
+            cp.label, rd, probes, model=load(chosen[cp.label]), base=base_handle(), reference=handles["ref"]))
+
+    # 5. report and summary
+    ordered = [run_dirs["base"]] + [run_dirs[c.label] for c in plan.checkpoints]
+    report_path = out / "report.html"
+    st.run("HTML report", lambda: _write_report(ordered, report_path, run_dirs["base"], seed))
+    summary = summarise(run_dirs, plan, ref_label, measured=real_behaviours(bool(plan.crows_pairs)))
+    summary.update({"title": TITLE, "kind": "real", "report": str(report_path), "base_model": plan.base,
+                    "base_dir": str(base_dir), "detox_data": detox, "lr_selection": selection,
+                    "notes": plan.notes, "stage_seconds": st.timings,
+                    "wall_seconds_this_call": round(time.time() - t_start, 1)})
+    summary["chart"] = str(plot_summary(summary, out / "summary.png"))
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
+    """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
+    from ..finetune.api import finetune
+    from ..models import MANIFEST_NAME
+    from ..results import write_json_atomic, write_text_atomic
+    from .detox_data import heldout_loss
+
+    chosen: dict[str, Path] = {}
+    selection: list[dict[str, Any]] = []
+    jobs = [(cp, lr) for cp in plan.checkpoints for lr in plan.lr_grid[cp.method]]
+    for n, (cp, lr) in enumerate(jobs, start=1):
+        d = out / "finetunes" / cp.label / f"lr{lr:g}"
+        fields = dict(method=cp.method, model=str(base_dir), data=detox["train"], out=str(d), steps=plan.ft_steps,
+                      batch_size=plan.ft_batch_size, lr=lr, max_length=plan.ft_max_length, seed=plan.seed,
+                      log_every=10, overwrite=True)
+        if cp.rank is not None:
+            fields["rank"] = cp.rank
+        stamp = _stamp(base_id, fields, plan.detox)
+        done = (d / MANIFEST_NAME).is_file() and _stamped(d, stamp) and (d / "heldout.json").is_file()
+
+        def train_one(f=fields, d=d, stamp=stamp):
+            finetune(**f)
+            loss = heldout_loss(d, Path(detox["heldout"]), plan.ft_max_length)
+            write_json_atomic(d / "heldout.json", {"heldout_loss": loss, "lr": f["lr"]})
+            write_text_atomic(d / "study_stamp.txt", stamp + "\n")
+
+        st.run(f"fine-tune {n}/{len(jobs)} {cp.label} lr {lr:g}", train_one, cached=done)
+        manifest = json.loads((d / MANIFEST_NAME).read_text(encoding="utf-8"))
+        selection.append({"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
+                          "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
+                          "train_loss_first": manifest.get("initial_loss"), "train_loss_last": manifest.get("final_loss"),
+                          "seconds_per_step": manifest.get("seconds_per_step"), "dir": str(d)})
+    base_loss = heldout_loss(base_dir, Path(detox["heldout"]), plan.ft_max_length)
+    for cp in plan.checkpoints:
+        runs = [r for r in selection if r["checkpoint"] == cp.label]
+        best = min(runs, key=lambda r: r["heldout_loss"])
+        for r in runs:
+            r["chosen"] = r is best
+        chosen[cp.label] = Path(best["dir"])
+        st.log(f"{cp.label}: lr {best['lr']:g} chosen (held-out loss {best['heldout_loss']:.4f}; "
+               f"base {base_loss:.4f})")
+    selection.append({"checkpoint": "base", "heldout_loss": base_loss})
+    return chosen, selection
+
+
+def selection_table(summary: dict[str, Any]):
+    """A rich Table of the learning-rate choice: held-out loss per checkpoint and rate."""
+    from rich.table import Table
+
+    t = Table(title="learning rate per method, chosen on held-out loss of the detox data")
+    for col in ("checkpoint", "lr", "held-out loss", "train loss first -> last", "s/step", "chosen"):
+        t.add_column(col)
+    for r in summary.get("lr_selection", []):
+        if r["checkpoint"] == "base":
+            t.add_row("base", "", f"{r['heldout_loss']:.4f}", "", "", "")
+            continue
+        first, last = r.get("train_loss_first"), r.get("train_loss_last")
+        t.add_row(r["checkpoint"], f"{r['lr']:g}", f"{r['heldout_loss']:.4f}",
+                  f"{first:.3f} -> {last:.3f}" if first is not None and last is not None else "",
+                  f"{r['seconds_per_step']:.2f}" if r.get("seconds_per_step") else "", "yes" if r.get("chosen") else "")
+    return t
