@@ -85,8 +85,9 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                            seed=seed, batch_size=batch_size,
                            cache_dir=Path(cache_dir) if cache_dir else out.parent / ".audit-cache",
                            label=manifest.label)
-        t0 = time.time()
+        t0, started_at = time.time(), now_iso()
         result: ProbeResult = runners[shown](ctx)
+        result.started_at = started_at  # the probe built its result at its end
         result.probe = shown
         result.seed = seed
         result.finished_at = now_iso()

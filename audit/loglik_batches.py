@@ -44,8 +44,10 @@ class _Forward:
 
         self.model = model
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = set(inspect.signature(inner.forward).parameters)
+        params = set(inspect.signature(getattr(inner, "forward", inner)).parameters)
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        # the shared-context path needs a key/value cache and explicit positions
+        self.can_share = self.cache_kw in params and "position_ids" in params
         try:
             from transformers.modeling_utils import slice_logits_to_keep  # noqa: F401  (bool masks supported)
             self.keep_mask = "logits_to_keep" in params
@@ -72,7 +74,9 @@ class _Forward:
         else:
             out = self.model(**kwargs)
             logits = out.logits[keep]
-        new_cache = out["cache"] if "cache" in out else out.get("past_key_values")
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None and use_cache:
+            new_cache = getattr(out, "past_key_values", None)
         return t.log_softmax(logits.float(), dim=-1), new_cache
 
 
@@ -208,7 +212,7 @@ def run_requests(model, requests: Sequence[Request], limit: int, pad_id: int, ba
     plain = []
     for req in requests:
         window, n, trunc = _window(req, limit)
-        if share_contexts and not trunc:
+        if share_contexts and fwd.can_share and not trunc:
             groups.setdefault(req.context, []).append(req)
         else:
             plain.append((req, window, n, trunc))
