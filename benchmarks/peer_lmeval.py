@@ -121,15 +121,15 @@ def lmeval_bbq_results(docs, lls: list[tuple[float, bool]], utils) -> tuple[list
     return per_item, agg
 
 
-def abba(run_a: Callable[[], Any], run_b: Callable[[], Any]) -> tuple[float, float, Any, Any]:
-    """Wall times of A and B, each the mean of two runs in the order A-B-B-A; the last outputs."""
-    times = {"a": [], "b": []}
+def abba(run_a: Callable[[], Any], run_b: Callable[[], Any], order: str = "abba") -> tuple[float, float, Any, Any]:
+    """Mean wall times of A and B over the runs in `order` (A-B-B-A by default); the last outputs."""
+    times: dict[str, list[float]] = {"a": [], "b": []}
     out = {}
-    for who in "abba":
+    for who in order:
         t0 = time.perf_counter()
         out[who] = (run_a if who == "a" else run_b)()
         times[who].append(time.perf_counter() - t0)
-    return sum(times["a"]) / 2, sum(times["b"]) / 2, out["a"], out["b"]
+    return sum(times["a"]) / len(times["a"]), sum(times["b"]) / len(times["b"]), out["a"], out["b"]
 
 
 def load_model(path: str | None, tmp: Path):
@@ -150,7 +150,9 @@ def main() -> None:
     ap.add_argument("--bbq", type=int, default=120, help="BBQ items, stratified over the 3 files (0: skip)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=None, help="also write the figures and per-item outputs here")
+    ap.add_argument("--order", default="ABBA", choices=("ABBA", "AB"),
+                    help="ABBA for timing; AB runs each tool once (agreement on larger samples)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     if not lmeval_available():
         print("lm_eval is not importable here: skipping the same-process comparison "
@@ -183,12 +185,12 @@ def main() -> None:
             utils = lmeval_bbq_utils()
             docs = lmeval_bbq_docs(bbq_sample(args.bbq // len(BBQ_FILES)), utils)
             workloads.append(("bbq_lm-eval", bbq_lmeval_requests(docs, utils), len(utils.doc_to_choice(docs[0]))))
-        print(f"model {path}; torch threads {args.threads}; batch {args.batch_size}; "
+        print(f"model {path}; order {args.order}; torch threads {args.threads}; batch {args.batch_size}; "
               f"load average {report['load_average'][0]:.2f}")
         print(f"{'workload':<14}{'items':>7}{'lm-eval s/item':>16}{'audit s/item':>14}{'ratio':>8}"
               f"{'same choice':>13}{'max |dLL|':>11}")
         for name, reqs, per_item in workloads:
-            ta, tb, la, lb = abba(lambda: lmeval_loglik(lm, reqs), lambda: ours(reqs))
+            ta, tb, la, lb = abba(lambda: lmeval_loglik(lm, reqs), lambda: ours(reqs), args.order.lower())
             n_items = len(reqs) // per_item
             choice = lambda lls: [max(range(per_item), key=lambda j: lls[i * per_item + j][0])  # noqa: E731
                                   for i in range(n_items)]
@@ -197,7 +199,9 @@ def main() -> None:
             print(f"{name:<14}{n_items:>7}{ta / n_items:>16.4f}{tb / n_items:>14.4f}{tb / ta:>8.2f}"
                   f"{same:>8}/{n_items:<4}{err:>11.1e}")
             report[name] = {"items": n_items, "lmeval_s": ta, "audit_s": tb, "ratio": tb / ta,
-                            "same_choice": same, "max_abs_diff": err}
+                            "same_choice": same, "max_abs_diff": err, "lmeval_lls": [x[0] for x in la],
+                            "audit_lls": [x[0] for x in lb]}
+    report["load_average_end"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
