@@ -44,7 +44,7 @@ class _Forward:
 
         self.model = model
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = set(inspect.signature(getattr(inner, "forward", inner)).parameters)
+        params = _forward_params(type(inner), inner)
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         # the shared-context path needs a key/value cache and explicit positions
         self.can_share = self.cache_kw in params and "position_ids" in params
@@ -57,10 +57,13 @@ class _Forward:
         self.torch = torch
 
     def __call__(self, input_ids, attention_mask, keep, position_ids=None, cache=None, use_cache=False):
-        """Logits at the positions where the bool mask `keep` (batch x length) is true, row by row."""
+        """Log-softmax at the positions where the bool mask `keep` (batch x length) is true, row by row.
+        `attention_mask=None` is for right-padded rows: causal attention never lets a real token see the
+        padding after it, and without a mask the attention takes its faster causal path (as lm-eval)."""
         t = self.torch
-        kwargs = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device),
-                  "use_cache": use_cache}
+        kwargs = {"input_ids": input_ids.to(self.device), "use_cache": use_cache}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
         if position_ids is not None:
             kwargs["position_ids"] = position_ids.to(self.device)
         if cache is not None:
@@ -78,6 +81,16 @@ class _Forward:
         if new_cache is None and use_cache:
             new_cache = getattr(out, "past_key_values", None)
         return t.log_softmax(logits.float(), dim=-1), new_cache
+
+
+_PARAMS: dict[type, frozenset[str]] = {}
+
+
+def _forward_params(cls: type, inner) -> frozenset[str]:
+    """The keyword arguments a model class's forward takes (looked up once per class)."""
+    if cls not in _PARAMS:
+        _PARAMS[cls] = frozenset(inspect.signature(getattr(inner, "forward", inner)).parameters)
+    return _PARAMS[cls]
 
 
 def _window(req: Request, limit: int) -> tuple[tuple[int, ...], int, bool]:
@@ -110,17 +123,15 @@ def _run_plain(fwd: _Forward, items, pad_id: int, batch_size: int, progress) -> 
         batch = items[start:start + batch_size]
         width = max(len(w) - 1 for _, w, _, _ in batch)
         ids = t.full((len(batch), width), pad_id, dtype=t.long)
-        mask = t.zeros((len(batch), width), dtype=t.long)
         keep = t.zeros((len(batch), width), dtype=t.bool)
         targets, spans = [], []
         for row, (_, w, n, _) in enumerate(batch):
             L = len(w) - 1
             ids[row, :L] = t.tensor(w[:-1])
-            mask[row, :L] = 1
             keep[row, L - n:L] = True
             targets += w[len(w) - n:]
             spans.append(n)
-        lp, _ = fwd(ids, mask, keep)
+        lp, _ = fwd(ids, None, keep)
         for (req, w, n, trunc), (lps, greedy) in zip(batch, _score_rows(lp, targets, spans)):
             out.append(Scored(req.index, list(w[len(w) - n:]), lps, greedy, trunc))
         if progress:
@@ -216,9 +227,9 @@ def run_requests(model, requests: Sequence[Request], limit: int, pad_id: int, ba
             groups.setdefault(req.context, []).append(req)
         else:
             plain.append((req, window, n, trunc))
-    for c in [c for c, reqs in groups.items() if len(reqs) == 1]:
-        req = groups.pop(c)[0]
-        plain.append((req, *_window(req, limit)))
+    # a context of one token (BOS before whole texts) saves nothing worth a cache
+    for c in [c for c, reqs in groups.items() if len(reqs) == 1 or len(c) == 1]:
+        plain += [(req, *_window(req, limit)) for req in groups.pop(c)]
     out: list[Scored] = []
     with torch.inference_mode():
         contexts = sorted(groups, key=len, reverse=True)
