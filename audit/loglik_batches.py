@@ -152,18 +152,18 @@ def _select_cache(cache, rows):
 
 def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pad_id: int,
                       row_budget: int) -> list[Scored]:
-    """Run the contexts once (left-padded, so each ends at the last position), then every continuation
-    of them from the key/value cache."""
+    """Run the contexts once (right-padded, no mask: the causal fast path), then every continuation of
+    them from the key/value cache, with a mask that hides the cached padding."""
     t = fwd.torch
     width = max(len(c) for c in contexts)
     ids = t.full((len(contexts), width), pad_id, dtype=t.long)
     mask = t.zeros((len(contexts), width), dtype=t.long)
+    last = t.zeros((len(contexts), width), dtype=t.bool)
     for row, c in enumerate(contexts):
-        ids[row, width - len(c):] = t.tensor(c)
-        mask[row, width - len(c):] = 1
-    last = t.zeros_like(mask, dtype=t.bool)
-    last[:, -1] = True
-    lp_next, cache = fwd(ids, mask, last, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        ids[row, :len(c)] = t.tensor(c)
+        mask[row, :len(c)] = 1
+        last[row, len(c) - 1] = True
+    lp_next, cache = fwd(ids, None, last, use_cache=True)
     top = lp_next.argmax(-1).tolist()
     ctx_len = mask.sum(-1)
     pending = []  # (row of context, request)
