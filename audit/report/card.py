@@ -27,6 +27,15 @@ METRIC_DESCRIPTIONS = {
     "dis_bias_score": "BBQ bias score in disambiguated contexts, 2 * biased / non-UNKNOWN answers - 1",
     "accuracy_ambiguous": "BBQ accuracy on ambiguous contexts (correct answer: unknown)",
     "accuracy_disambiguated": "BBQ accuracy on disambiguated contexts",
+    # BBQ probe (convention=default; the lm-eval convention uses lm-eval's own names, see README)
+    "s_amb": "BBQ bias score in ambiguous contexts, (1 - accuracy) * s_DIS (Parrish et al. 2022), 3 options",
+    "s_dis": "BBQ bias score in disambiguated contexts, 2 * biased / non-UNKNOWN answers - 1, 3 options",
+    "accuracy_3way": "BBQ accuracy choosing among the item's 3 answers",
+    "accuracy_3way_ambig": "BBQ accuracy on ambiguous contexts (correct answer: unknown), 3 options",
+    "accuracy_3way_disambig": "BBQ accuracy on disambiguated contexts, 3 options",
+    "disamb_bias_score": "lm-eval's BBQ disambiguated bias score (0.0 when no answer is biased), 12 choices",
+    "accuracy_amb": "lm-eval's BBQ accuracy on ambiguous contexts, 12 choices",
+    "accuracy_disamb": "lm-eval's BBQ accuracy on disambiguated contexts, 12 choices",
     "demographic_parity_difference": "largest gap in selection rate between groups",
     "equalized_odds_difference": "largest gap in true- or false-positive rate between groups",
 }
