@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 DEFAULT_PROMPT = "{context}\nQuestion: {question}\nAnswer:"
 CONVENTIONS = ("default", "lm-eval")
 NORMALISATIONS = ("none", "token", "char")
-DEFAULT_NORMALISATION = "char"
+DEFAULT_NORMALISATION = "none"  # chosen by measurement on SmolLM2-135M: see README "Matches lm-evaluation-harness"
 DEFAULT_NAMES = {"acc": "accuracy_3way", "acc_ambig": "accuracy_3way_ambig",
                  "acc_disambig": "accuracy_3way_disambig", "s_amb": "s_amb", "s_dis": "s_dis"}
 
