@@ -221,9 +221,13 @@ def run_requests(model, requests: Sequence[Request], limit: int, pad_id: int, ba
     fwd = _Forward(model)
     groups: dict[tuple[int, ...], list[Request]] = {}
     plain = []
+    # a sliding-window cache drops old keys, which the cached-context path does not model: such
+    # sequences take the plain path
+    sliding = getattr(getattr(model, "config", None), "sliding_window", None)
     for req in requests:
         window, n, trunc = _window(req, limit)
-        if share_contexts and fwd.can_share and not trunc:
+        too_long = isinstance(sliding, int) and len(window) > sliding
+        if share_contexts and fwd.can_share and not trunc and not too_long:
             groups.setdefault(req.context, []).append(req)
         else:
             plain.append((req, window, n, trunc))
