@@ -124,3 +124,23 @@ def test_lmeval_edge_case_no_biased_answer_is_zero_not_minus_one():
     biased, non_unknown = np.zeros(4), np.ones(4)
     assert bbq_lmeval.disamb_bias_score(biased, non_unknown) == 0.0
     assert disamb_bias_score(biased, non_unknown) == -1.0
+
+
+@pytest.mark.parametrize("which", ["tiny_gpt2_dir", "tiny_lora_dir"])
+def test_shared_context_path_on_other_models(request, which, monkeypatch):
+    """GPT-2 (absolute positions) and a PEFT LoRA wrapper take the cached-context path with the same numbers."""
+    from audit import loglik_batches
+    from audit.loglik import score_continuations
+    from audit.models import load
+
+    calls = []
+    real = loglik_batches._run_shared_chunk
+    monkeypatch.setattr(loglik_batches, "_run_shared_chunk", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    handle = load(request.getfixturevalue(which))
+    contexts = ["The doctor said that the patient", "My neighbor is a teacher and"] * 3
+    conts = [" would recover soon.", " went to the market.", " was kind.", " is smart.", " said no.", " helped."]
+    shared = score_continuations(handle.model, handle.tokenizer, contexts, conts, batch_size=4)
+    assert calls, "the cached-context path was not taken"
+    plain = score_continuations(handle.model, handle.tokenizer, contexts, conts, batch_size=4, share_contexts=False)
+    assert max(abs(a.total - b.total) for a, b in zip(shared, plain)) < 1e-5
