@@ -121,6 +121,24 @@ def lmeval_bbq_results(docs, lls: list[tuple[float, bool]], utils) -> tuple[list
     return per_item, agg
 
 
+def bbq_aggregates(sample, docs, lls_lmeval, lls_audit, utils) -> dict[str, tuple[float, float]]:
+    """lm-eval's five aggregates from its own functions on its scores, and this toolkit's
+    (`convention=lm-eval`) on its own scores."""
+    import numpy as np
+
+    from audit.probes.bbq import load_items
+    from audit.probes.bbq_scores import Convention, bias_metrics
+
+    _, theirs = lmeval_bbq_results(docs, lls_lmeval, utils)
+    by_file = {f: {it.line: it for it in load_items(DATA / "bbq" / f)} for f in {s["file"] for s in sample}}
+    items = [by_file[s["file"]][s["line"]] for s in sample]
+    conv = Convention.from_options("lm-eval", None, None)
+    k = len(lls_audit) // len(items)
+    choice = np.array([x[0] for x in lls_audit]).reshape(len(items), k).argmax(1)
+    ours = bias_metrics(items, conv.outcome_columns(items, choice), conv, n_resamples=10)
+    return {m: (theirs[m], float("nan") if ours[m].value is None else ours[m].value) for m in theirs}
+
+
 def abba(run_a: Callable[[], Any], run_b: Callable[[], Any], order: str = "abba") -> tuple[float, float, Any, Any]:
     """Mean wall times of A and B over the runs in `order` (A-B-B-A by default); the last outputs."""
     times: dict[str, list[float]] = {"a": [], "b": []}
@@ -183,7 +201,8 @@ def main() -> None:
             workloads.append(("crows_pairs", crows_requests(crows_rows(args.crows)), 2))
         if args.bbq:
             utils = lmeval_bbq_utils()
-            docs = lmeval_bbq_docs(bbq_sample(args.bbq // len(BBQ_FILES)), utils)
+            sample = bbq_sample(args.bbq // len(BBQ_FILES))
+            docs = lmeval_bbq_docs(sample, utils)
             workloads.append(("bbq_lm-eval", bbq_lmeval_requests(docs, utils), len(utils.doc_to_choice(docs[0]))))
         print(f"model {path}; order {args.order}; torch threads {args.threads}; batch {args.batch_size}; "
               f"load average {report['load_average'][0]:.2f}")
@@ -198,10 +217,16 @@ def main() -> None:
             err = max(abs(a[0] - b[0]) for a, b in zip(la, lb))
             print(f"{name:<14}{n_items:>7}{ta / n_items:>16.4f}{tb / n_items:>14.4f}{tb / ta:>8.2f}"
                   f"{same:>8}/{n_items:<4}{err:>11.1e}")
+            if name == "bbq_lm-eval":
+                report["bbq_aggregates"] = bbq_aggregates(sample, docs, la, lb, utils)
             report[name] = {"items": n_items, "lmeval_s": ta, "audit_s": tb, "ratio": tb / ta,
                             "same_choice": same, "max_abs_diff": err, "lmeval_lls": [x[0] for x in la],
                             "audit_lls": [x[0] for x in lb]}
     report["load_average_end"] = os.getloadavg()
+    if "bbq_aggregates" in report:
+        print(f"{'BBQ aggregate':<20}{'lm-eval':>10}{'audit':>10}")
+        for metric, (theirs, ours_value) in report["bbq_aggregates"].items():
+            print(f"{metric:<20}{theirs:>10.4f}{ours_value:>10.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1), encoding="utf-8")
 
