@@ -82,13 +82,13 @@ def encode_requests(tokenizer, contexts: Sequence[str],
     # a text that already starts with the BOS string gets no second one (lm-eval's has_bos_prefix)
     encoded = _encode_many(tokenizer, [t for t in texts if not (bos_text and t.startswith(bos_text))])
     encoded.update(_encode_many(tokenizer, [t for t in texts if bos_text and t.startswith(bos_text)], False))
-    bare = _encode_many(tokenizer, [k for c, k in pairs if not c], False)
+    bare = _encode_many(tokenizer, [k for c, k in pairs if not encoded.get(c)], False)
     out = []
     for ctx, cont in pairs:
-        if ctx:
+        if ctx and encoded.get(ctx):
             ctx_ids = encoded[ctx]
             out.append((ctx_ids, encoded[ctx + cont][len(ctx_ids):]))
-        else:
+        else:  # no context, or one of whitespace only (scored after the prefix token)
             cont_ids = bare.get(cont, [])
             # a continuation that starts with the prefix token is its own context
             out.append((cont_ids[:1], cont_ids[1:]) if cont_ids and prefix and cont_ids[0] == prefix[0]

@@ -159,3 +159,16 @@ def test_crows_lmeval_convention_aggregates_are_lmevals(ref, shared_data):
     assert metrics["pct_stereotype"].value == pytest.approx(want)
     assert metrics["likelihood_diff"].value == pytest.approx(float(np.mean(np.abs(more - less))))
     assert "pct_stereotype_shared" not in metrics and metrics["ties"].value == 1
+
+
+def test_encode_requests_moves_trailing_space_and_splits_the_whole_encoding(tiny_tokenizer):
+    from audit.loglik import encode_requests
+
+    (a, b, c, d) = encode_requests(tiny_tokenizer, ["The doctor ", "The doctor", "", "  "],
+                                   ["said", " said", "The nurse", "x"])
+    assert a == b  # 'The doctor ' + 'said' is scored as 'The doctor' + ' said'
+    whole = tiny_tokenizer("The doctor said", add_special_tokens=False)["input_ids"]
+    assert a[0] + a[1] == whole
+    bos = tiny_tokenizer.bos_token_id
+    assert c == ([bos], tiny_tokenizer("The nurse", add_special_tokens=False)["input_ids"])
+    assert d[0] == [bos]  # a whitespace-only context is scored after BOS, its spaces with the continuation
