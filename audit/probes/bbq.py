@@ -29,6 +29,7 @@ from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import stats
+from . import bbq_lmeval
 from .bbq_scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 
@@ -221,6 +222,9 @@ def run(ctx) -> ProbeResult:
                "biased_answers": it.biased, "convention": conv.name, "choice": int(choice[i]),
                "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist(),
                "correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i])}
+        if conv.name == "lm-eval":  # `choice`, `loglik` and these index lm-eval's 12 choices
+            row.update(choices=conv.choices(it), correct_choices=bbq_lmeval.targets(it),
+                       biased_choices=bbq_lmeval.biased_choices(it))
         if base_choice is not None:
             row["base_choice"] = int(base_choice[i])
         samples.append(row)
