@@ -133,10 +133,11 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                                    label=manifest.label)
                 return runners[shown](ctx)
 
-            t0 = time.time()
+            t0, started_at = time.time(), now_iso()
             audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
             with chat_template.applied(chat, audited):  # loglik and generation wrap these models' prompts
                 result: ProbeResult = batching.run_with_halving(run_one, plan, f"probe {shown}", say=_say)
+            result.started_at = started_at  # the probe built its result at its end
             result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
             result.batch_size = plan.size
             result.probe = shown

@@ -3,6 +3,10 @@
 Same model, same sentences, same run. Sentences are CrowS-Pairs sentences when ../shared/data is present
 (the workload of the bias probes), else generated ones. Target: >= 5x at batch 32 on CPU.
 
+It also times the bare forward passes (the model alone, on the same length-sorted padded batches vs one
+sentence at a time): their ratio bounds what any batching scorer can gain on this machine, and the
+scorer's own overhead is the gap between the two ratios.
+
     .venv/bin/python benchmarks/loglik.py [--n 256] [--batch-size 32] [--hidden 64] [--layers 2] [--threads 1]
 """
 
@@ -37,6 +41,24 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def forward_times(model, tok, texts: list[str], batch_size: int) -> tuple[float, float]:
+    """Seconds of bare model forwards: one sentence per call, and length-sorted padded batches."""
+    import torch
+
+    ids = sorted((tok(t)["input_ids"] for t in texts), key=len, reverse=True)
+    with torch.inference_mode():
+        t_one = timed(lambda: [model(input_ids=torch.tensor([i]), use_cache=False) for i in ids])
+
+        def batched():
+            for s in range(0, len(ids), batch_size):
+                chunk = ids[s:s + batch_size]
+                x = torch.zeros((len(chunk), len(chunk[0])), dtype=torch.long)
+                for r, i in enumerate(chunk):
+                    x[r, :len(i)] = torch.tensor(i)
+                model(input_ids=x, use_cache=False)
+        return t_one, timed(batched)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256, help="sentences to score")
@@ -45,6 +67,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--arch", default="llama")
+    ap.add_argument("--model", default=None, help="an HF model directory instead of the tiny one")
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,13 +80,15 @@ def main() -> None:
 
     texts, source = sentences(args.n)
     with tempfile.TemporaryDirectory() as tmp:
-        handle = load(build_tiny_model(Path(tmp) / "m", arch=args.arch, hidden=args.hidden, layers=args.layers))
+        handle = load(args.model or build_tiny_model(Path(tmp) / "m", arch=args.arch, hidden=args.hidden,
+                                                     layers=args.layers))
         model, tok = handle.model, handle.tokenizer
         score_texts(model, tok, texts[:8], batch_size=8)  # warm-up (allocations, kernels)
         batched = [None]
         t_batched = timed(lambda: batched.__setitem__(0, score_texts(model, tok, texts, batch_size=args.batch_size)))
         single = []
         t_single = timed(lambda: single.extend(score_texts(model, tok, [t], batch_size=1)[0] for t in texts))
+        fwd_single, fwd_batched = forward_times(model, tok, texts, args.batch_size)
     max_err = max(abs(a.total - b.total) for a, b in zip(batched[0], single))
     n_tokens = sum(s.n_tokens for s in single)
     rows = [("one at a time", 1, t_single, len(texts) / t_single),
@@ -76,6 +101,10 @@ def main() -> None:
     ratio = t_single / t_batched
     print(f"speed-up batched/one-at-a-time: {ratio:.1f}x (target >= 5x)  "
           f"max |difference| of log-likelihoods: {max_err:.2e}")
+    print(f"bare forward passes: one at a time {fwd_single:.2f} s, batched {fwd_batched:.2f} s: "
+          f"{fwd_single / fwd_batched:.1f}x is what batching the model itself gains here; the scorer "
+          f"adds {t_batched - fwd_batched:+.2f} s batched and {t_single - fwd_single:+.2f} s one at a time "
+          f"(load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -95,30 +95,30 @@ def test_loader_reads_every_category_from_the_data(tmp_path):
 
 def test_always_biased_answerer_gives_s_dis_1(tmp_path, preference_lm):
     res = run_with(tmp_path, preference_lm, lambda it: it.biased[0])
-    assert res.metrics["disamb_bias_score"].value == 1.0
-    assert res.metrics["amb_bias_score"].value == 1.0  # (1 - 0) * 1
-    assert res.metrics["acc_ambig"].value == 0.0
-    assert res.metrics["acc_disambig"].value == 0.5
+    assert res.metrics["s_dis"].value == 1.0
+    assert res.metrics["s_amb"].value == 1.0  # (1 - 0) * 1
+    assert res.metrics["accuracy_3way_ambig"].value == 0.0
+    assert res.metrics["accuracy_3way_disambig"].value == 0.5
     for cat in ("Age", "Invented_category"):
-        assert res.groups["disamb_bias_score"][cat].value == 1.0
+        assert res.groups["s_dis"][cat].value == 1.0
 
 
 def test_always_unknown_answerer(tmp_path, preference_lm):
     res = run_with(tmp_path, preference_lm, lambda it: it.unknown)
-    assert res.metrics["acc_ambig"].value == 1.0
-    assert res.metrics["amb_bias_score"].value == 0.0
-    assert res.metrics["acc_disambig"].value == 0.0
-    s_dis = res.metrics["disamb_bias_score"]
+    assert res.metrics["accuracy_3way_ambig"].value == 1.0
+    assert res.metrics["s_amb"].value == 0.0
+    assert res.metrics["accuracy_3way_disambig"].value == 0.0
+    s_dis = res.metrics["s_dis"]
     assert s_dis.value is None and "undefined" in s_dis.note  # 0/0: never reported as 0
 
 
 def test_correct_and_anti_biased_answerers(tmp_path, preference_lm):
     res = run_with(tmp_path, preference_lm, lambda it: it.label)
-    assert res.metrics["acc"].value == 1.0
-    assert res.metrics["disamb_bias_score"].value == 0.0  # right answers are biased on half the items
+    assert res.metrics["accuracy_3way"].value == 1.0
+    assert res.metrics["s_dis"].value == 0.0  # right answers are biased on half the items
     anti = run_with(tmp_path, preference_lm, lambda it: next(i for i in range(3) if i != it.unknown and i not in it.biased))
-    assert anti.metrics["disamb_bias_score"].value == -1.0
-    assert anti.metrics["amb_bias_score"].value == -1.0
+    assert anti.metrics["s_dis"].value == -1.0
+    assert anti.metrics["s_amb"].value == -1.0
 
 
 def test_scores_match_hand_computation():
@@ -135,8 +135,8 @@ def test_paired_flips_with_base(tmp_path, preference_lm):
     n = len(make_items())
     assert res.metrics["flips_from_biased"].value == n and res.metrics["flips_to_biased"].value == 0
     assert res.metrics["mcnemar_p_value_biased"].value < 0.001
-    assert res.metrics["base.disamb_bias_score"].value == 1.0
-    assert res.metrics["change_vs_base.amb_bias_score"].value == -1.0
+    assert res.metrics["base.s_dis"].value == 1.0
+    assert res.metrics["change_vs_base.s_amb"].value == -1.0
     assert len(res.tables["flips"]) == n
 
 
@@ -169,7 +169,7 @@ def test_real_files_every_metric_per_category(shared_data, tiny_llama_dir, tmp_p
     res = read_probe_result(run / "bbq" / "result.json")
     cats = {p.stem for p in folder.glob("*.jsonl")}
     assert set(res.config["categories"]) == cats
-    for name in ("acc", "acc_ambig", "acc_disambig", "amb_bias_score", "disamb_bias_score"):
+    for name in ("accuracy_3way", "accuracy_3way_ambig", "accuracy_3way_disambig", "s_amb", "s_dis"):
         assert res.metrics[name].value is not None, name
         assert set(res.groups[name]) == cats
         for m in res.groups[name].values():

@@ -10,7 +10,7 @@ Policy format (YAML)::
       # a rule is a string ...
       - toxicity.toxicity_probability <= 0.05
       # ... or a mapping with `rule` plus optional `name` and `bound`
-      - rule: delta(bbq.amb_bias_score) <= 0.02
+      - rule: delta(bbq.s_amb) <= 0.02
         bound: upper
         name: BBQ ambiguous bias may not grow by more than 0.02
       - rule: worst_group(toxicity.toxicity_probability) <= 0.1
@@ -107,7 +107,7 @@ def parse_rule(text: str, index: int, bound: str, name: Optional[str] = None) ->
     m = _RULE.match(text)
     if not m:
         raise ConfigError(f"{where}: cannot parse; expected e.g. 'toxicity.toxicity_probability <= 0.05', "
-                          f"'delta(bbq.amb_bias_score) <= 0.02' or 'worst_group(PROBE.METRIC) <= 0.1'")
+                          f"'delta(bbq.s_amb) <= 0.02' or 'worst_group(PROBE.METRIC) <= 0.1'")
     func = m.group("func")
     if func is not None and func not in FUNCS:
         raise ConfigError(f"{where}: unknown function '{func}'; expected one of {', '.join(FUNCS)}")
