@@ -50,15 +50,15 @@ def _safetensors(path: Path, header) -> None:
 # ---------------------------------------------------------------- options (every subcommand)
 
 INT_OPTIONS = {
-    "probe": ["--seed", "--batch-size", "--episodes", "--horizon"],
-    "finetune": ["--steps", "--bits", "--batch-size", "--grad-accum", "--max-length", "--seed", "--group-size",
+    "probe": ["--seed", "--episodes", "--horizon"],  # --batch-size also takes 'auto': checked after parsing
+    "finetune": ["--steps", "--bits", "--grad-accum", "--max-length", "--seed", "--group-size",
                  "--save-every"],
     "rank-advice": ["--n-examples", "--k"],
     "compare": ["--seed"], "report": ["--seed"], "gate": ["--seed"], "demo": ["--seed"],
 }
 FLOAT_OPTIONS = {"finetune": ["--lr", "--epochs", "--alpha", "--warmup-ratio"]}
 COMMANDS = ["info", "probe", "finetune", "rank-advice", "compare", "report", "card", "gate", "demo",
-            "rl make-data"]
+            "rl make-data", "models", "scorer-check"]
 
 
 def option_cases(ws: Path) -> list[Case]:
@@ -124,7 +124,13 @@ def option_cases(ws: Path) -> list[Case]:
         Case("options", "finetune-warmup-2", (*ft, "--out", str(ws / "ft-x"), "--warmup-ratio", "2"), "warmup_ratio"),
         Case("options", "finetune-schedule-bogus", (*ft, "--out", str(ws / "ft-x"), "--schedule", "bogus"),
              "schedule"),
-        Case("options", "finetune-batch-size-0", (*ft, "--out", str(ws / "ft-x"), "--batch-size", "0"), "batch_size"),
+        Case("options", "finetune-batch-size-0", (*ft, "--out", str(ws / "ft-x"), "--batch-size", "0"), "--batch-size"),
+        Case("options", "finetune-batch-size-not-int", (*ft, "--out", str(ws / "ft-x"), "--batch-size", "abc"),
+             "--batch-size"),
+        Case("options", "probe-batch-size-not-int", ("probe", "--probes", "toxicity", "--model", model,
+                                                     "--batch-size", "abc", "--out", str(ws / "o1")), "--batch-size"),
+        Case("options", "probe-dtype-unknown", ("probe", "--probes", "toxicity", "--model", model,
+                                                "--dtype", "float8", "--out", str(ws / "o1")), "--dtype"),
         Case("options", "finetune-config-missing", (*ft, "--out", str(ws / "ft-x"), "--config",
                                                     str(ws / "nosuch.yaml")), "nosuch.yaml"),
         Case("options", "rank-advice-n-0", ("rank-advice", "--n-examples", "0"), "--n-examples"),
