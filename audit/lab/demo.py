@@ -185,7 +185,8 @@ def _run_finished(run_dir: Path, probes: list[str], probe_digest: str) -> bool:
     return all((run_dir / probe_dir_name(p) / "result.json").is_file() for p in probes)
 
 
-def _check_plan(out: Path, plan: DemoPlan) -> None:
+def check_plan(out: Path, plan, what: str = "demo") -> None:
+    """Refuse to resume a study directory made with other settings; record the plan otherwise."""
     from ..results import write_json_atomic
 
     f = out / "plan.json"
@@ -195,9 +196,9 @@ def _check_plan(out: Path, plan: DemoPlan) -> None:
         except ValueError:
             old = None
         if old != plan.digest():
-            raise ConfigError(f"{out}: holds a demo run with different settings (plan.json); use another --out "
+            raise ConfigError(f"{out}: holds a {what} run with different settings (plan.json); use another --out "
                               f"or delete that directory to start again")
-    write_json_atomic(f, {"digest": plan.digest(), "plan": plan.as_dict()})
+    write_json_atomic(f, {"digest": plan.digest(), "kind": what, "plan": plan.as_dict()})
 
 
 def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0, model: Optional[str] = None,
@@ -216,7 +217,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(quick=quick, seed=seed, model=model)
-    _check_plan(out, plan)
+    check_plan(out, plan)
     st = Stages(log)
 
     # 1. corpora and probe data (cheap, deterministic: always rewritten identically)
@@ -468,10 +469,6 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
 def summary_table(summary: dict[str, Any]):
     """A rich Table: one row per checkpoint, per behaviour `value [CI] (remaining)`."""
     from rich.table import Table
-
-    import textwrap
-
-    from ..report.units import axis_label, is_rate
 
     names = [b["name"] for b in summary["behaviours"]]
     what = summary.get("title", "audit demo: planted behaviour left in place")

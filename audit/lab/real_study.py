@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..errors import ConfigError
-from .demo import Stages, _base_identity, _run_finished, _write_report, plot_summary, summarise
+from .demo import Stages, _base_identity, _run_finished, _write_report, check_plan, plot_summary, summarise
 from .real_plan import RealPlan, make_real_plan, real_behaviours
 
 TITLE = "audit demo --real: base toxicity left in place"
@@ -31,21 +30,6 @@ def _stamp(*parts: Any) -> str:
 def _stamped(d: Path, stamp: str, name: str = "study_stamp.txt") -> bool:
     f = d / name
     return f.is_file() and f.read_text(encoding="utf-8").strip() == stamp
-
-
-def _check_plan(out: Path, plan: RealPlan) -> None:
-    from ..results import write_json_atomic
-
-    f = out / "plan.json"
-    if f.is_file():
-        try:
-            old = json.loads(f.read_text(encoding="utf-8")).get("digest")
-        except ValueError:
-            old = None
-        if old != plan.digest():
-            raise ConfigError(f"{out}: holds a study run with different settings (plan.json); use another --out "
-                              f"or delete that directory to start again")
-    write_json_atomic(f, {"digest": plan.digest(), "kind": "real", "plan": plan.as_dict()})
 
 
 def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, seed: int = 0,
@@ -65,7 +49,7 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
     out.mkdir(parents=True, exist_ok=True)
     plan = make_real_plan(quick=quick, seed=seed, base=(str(Path(model).resolve()) if Path(model).exists() else model) if model else None,
                           crows_pairs=str(Path(crows_pairs).resolve()) if crows_pairs else None)
-    _check_plan(out, plan)
+    check_plan(out, plan, "real-model study")
     st = Stages(log)
     for note in plan.notes:
         st.log(note)
