@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,9 @@ def test_cli_lmeval_convention_recorded_and_bad_value_is_one_line(tmp_path, tiny
     res = json.loads((out / "bbq" / "result.json").read_text())
     assert res["config"]["convention"] == "lm-eval" and res["scorer"]["convention"] == "lm-eval"
     assert {"acc", "accuracy_amb", "amb_bias_score"} <= set(res["metrics"]) and "s_amb" not in res["metrics"]
-    assert res["started_at"] < res["finished_at"]
+    # stamped before the probe ran, not at its end (ISO timestamps have whole seconds)
+    started, finished = (datetime.fromisoformat(res[k]) for k in ("started_at", "finished_at"))
+    assert started <= finished and (finished - started).total_seconds() >= res["seconds"] - 1
     row = json.loads((out / "bbq" / "samples.jsonl").read_text().splitlines()[0])
     assert len(row["loglik"]) == 12 and row["convention"] == "lm-eval"
     bad = _audit("probe", "--probes", "bbq", "--model", str(tiny_llama_dir), "--out", str(tmp_path / "bad"),

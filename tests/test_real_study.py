@@ -120,4 +120,7 @@ def test_quick_study_resumes_from_its_cache(quick_real):
     out, first, again = quick_real
     assert "detox data: cached" in again.stderr
     assert again.stderr.count(": cached") >= 2 * len(make_real_plan(quick=True).checkpoints)
-    assert "fine-tune 1/6 full-ft lr 1e-05 ..." not in again.stderr
+    plan = make_real_plan(quick=True)
+    n_runs = sum(len(plan.lr_grid[c.method]) for c in plan.checkpoints)
+    assert f"fine-tune 1/{n_runs} full-ft lr 1e-05 ..." in first.stderr
+    assert f"fine-tune 1/{n_runs} full-ft lr 1e-05 ..." not in again.stderr

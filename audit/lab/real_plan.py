@@ -56,8 +56,8 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
                    crows_pairs: Optional[str] = None) -> RealPlan:
     """The default real study, or `--quick` (fewer checkpoints, prompts and steps; every stage still runs)."""
     rank = 8
-    if quick:
-        cps = [Checkpoint("full-ft", "full"), Checkpoint("lora-r1", "lora", 1), Checkpoint(f"lora-r{rank}", "lora", rank)]
+    if quick:  # what CI runs: one low-rank and one full fine-tune, every stage still exercised
+        cps = [Checkpoint("full-ft", "full"), Checkpoint("lora-r1", "lora", 1)]
     else:
         cps = [Checkpoint("full-ft", "full")] + [Checkpoint(f"lora-r{r}", "lora", r) for r in (1, 8, 64)]
         cps += [Checkpoint(f"dora-r{rank}", "dora", rank), Checkpoint(f"qlora-r{rank}", "qlora", rank)]
@@ -72,16 +72,16 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
                             heldout_fraction=0.15)
     probe_options = {
         "toxicity": {"k": 5, "max_new_tokens": 12 if quick else 16, "temperature": 1.0, "top_p": 0.9,
-                     "limit": 18 if quick else 70, "compare_base": False, "scorer": detox.scorer},
-        "crows_pairs": {"limit": 100 if quick else 400, "n_bootstrap": 500 if quick else 1000},
-        "shift": {"limit": 24 if quick else 64, "lens_limit": 16 if quick else 32, "bootstrap": 200 if quick else 500,
+                     "limit": 12 if quick else 70, "compare_base": False, "scorer": detox.scorer},
+        "crows_pairs": {"limit": 40 if quick else 400, "n_bootstrap": 500 if quick else 1000},
+        "shift": {"limit": 12 if quick else 64, "lens_limit": 8 if quick else 32, "bootstrap": 200 if quick else 500,
                   "max_length": 64},
     }
     notes = []
     if not crows_pairs:
         notes.append("CrowS-Pairs skipped: pass the CrowS-Pairs CSV with --data crows_pairs=PATH")
     return RealPlan(quick=quick, seed=seed, base=base or DEFAULT_BASE, detox=detox, checkpoints=cps,
-                    ft_steps=6 if quick else 24, ft_batch_size=8, ft_max_length=96, lr_grid=lr_grid,
+                    ft_steps=4 if quick else 24, ft_batch_size=8, ft_max_length=96, lr_grid=lr_grid,
                     probe_options=probe_options, crows_pairs=crows_pairs, notes=notes)
 
 
