@@ -259,12 +259,13 @@ def test_kill_9_during_a_finetune_resumes_to_identical_weights(tmp_path, tiny_ll
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"text": f"The doctor said {w} to the nurse."}) + "\n"
                             for w in "abcdefgh"))
-    args = ["finetune", "--method", "lora", "--model", tiny_llama_dir, "--data", data, "--steps", "24",
+    args = ["finetune", "--method", "lora", "--model", tiny_llama_dir, "--data", data, "--steps", "60",
             "--batch-size", "2", "--rank", "2", "--save-every", "1", "--lr", "0.01"]
     out = tmp_path / "ft"
     proc = subprocess.Popen([AUDIT, *map(str, args), "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    _wait_for(lambda: (out / "checkpoints" / "step-1").exists(), proc)
+    # only the newest checkpoint is kept, so step-1 may live for milliseconds: wait for any checkpoint
+    _wait_for(lambda: any((out / "checkpoints").glob("step-*")), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert cli(*args, "--out", out).returncode == 2  # without --resume: refused, checkpoints kept
