@@ -19,8 +19,8 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load": "audit.models:load",
-    "ModelHandle": "audit.models:ModelHandle",
+    "load": "audit.lm.models:load",
+    "ModelHandle": "audit.lm.models:ModelHandle",
     "run_probes": "audit.api:run_probes",
     "load_run": "audit.api:load_run",
     "compare": "audit.report.compare:compare",

@@ -11,9 +11,9 @@ from typing import Any, Iterable, Optional, Union
 
 from . import __version__
 from .errors import ConfigError
-from .models import ModelHandle, load
+from .lm.models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
-from .generation import default_cache_dir
+from .lm.generation import default_cache_dir
 from .rundir import RunLock, check_data_path, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
 from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
                       read_probe_result, write_json_atomic)
@@ -72,13 +72,15 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
 
     `model`, `base`, `reference` may be paths or already-loaded handles (a notebook loads once and
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
-    `batch_size` is a number or "auto" (audit.batching; default 32, or the runtime default).
-    `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.chat_template).
+    `batch_size` is a number or "auto" (audit.lm.batching; default 32, or the runtime default).
+    `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.lm.chat_template).
     A directory belongs to one model: a second run of the same model adds its probes; a run of another
     model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
     Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
     """
-    from . import batching, chat_template, runtime
+    from .lm import batching
+    from .lm import chat_template
+    from .lm import runtime
 
     if system_prompt and not apply_chat_template:
         raise ConfigError("--system-prompt: only used inside a chat template; add --apply-chat-template")

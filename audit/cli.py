@@ -75,8 +75,8 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
          as_json: bool = typer.Option(False, "--json", help="Print the description as JSON.")):
     """Describe a checkpoint (model dir, adapter, .gguf file or packaged model): architecture, size, method,
     rank, quantization, hashes."""
-    from .models import load
-    from .runtime import RuntimeOptions
+    from .lm.models import load
+    from .lm.runtime import RuntimeOptions
 
     RuntimeOptions(dtype=dtype, device=device)  # one-line errors before anything loads
     handle = load(path, base=base, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
@@ -95,7 +95,7 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
             ("quantization", json.dumps(desc.quantization) if desc.quantization else "none"),
             ("dtype", desc.dtype), ("device", handle.load_options.get("device")), ("base", desc.base_path),
             ("fingerprint", desc.fingerprint[:16])]
-    gguf = getattr(desc, "gguf", None)  # set when the checkpoint was converted from a GGUF file (audit.gguf)
+    gguf = getattr(desc, "gguf", None)  # set when the checkpoint was converted from a GGUF file (audit.lm.gguf)
     if gguf:
         rows[1:1] = [("gguf file", gguf.get("path")), ("gguf quantization", gguf.get("quant_type")),
                      ("gguf tensor types", ", ".join(f"{k} x{v}" for k, v in (gguf.get("tensor_types") or {}).items())),
@@ -146,7 +146,7 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
     A run directory belongs to one model: probing the same model again adds probes; another model needs
     --overwrite; a second process writing the same --out is refused."""
     from .api import run_probes
-    from .runtime import RuntimeOptions
+    from .lm.runtime import RuntimeOptions
 
     rt = RuntimeOptions(dtype=dtype, device=device, batch_size=batch_size)  # one-line errors before loading
 
@@ -158,7 +158,7 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
             opts[f"rl.{key}"] = val
     target = model
     if out is None:  # the default name needs the method and rank: load once here, pass the handle on
-        from .models import load
+        from .lm.models import load
         from .run_names import default_run_dir
 
         target = load(model, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
@@ -204,7 +204,7 @@ _COMMAND_MODULES = [
     "audit.report.commands",     # compare, report, card, gate
     "audit.rl.commands",         # rl make-data
     "audit.lab.commands",        # demo
-    "audit.models_command",      # models (real models shipped in installed packages)
+    "audit.lm.models_command",      # models (real models shipped in installed packages)
     "audit.scorers.commands",    # scorer-check
 ]
 

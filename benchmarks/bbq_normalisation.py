@@ -47,10 +47,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audit.loglik import score_continuations
-    from audit.models import load
-    from audit.probes.bbq import load_items
-    from audit.probes.bbq_scores import DEFAULT_PROMPT
+    from audit.lm.loglik import score_continuations
+    from audit.lm.models import load
+    from audit.probes.bbq.probe import load_items
+    from audit.probes.bbq.scores import DEFAULT_PROMPT
 
     items = stratified(load_items(DATA), args.per_file)
     handle = load(args.model)

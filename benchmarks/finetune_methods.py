@@ -73,7 +73,7 @@ def worker(args) -> None:
 
 
 def build_inputs(tmp: Path, hidden: int, layers: int, rows: int) -> tuple[Path, Path]:
-    from audit.tiny import DEFAULT_CORPUS, build_tiny_model
+    from audit.lab.tiny import DEFAULT_CORPUS, build_tiny_model
 
     model_dir = build_tiny_model(tmp / "base", arch="llama", hidden=hidden, layers=layers, heads=max(1, hidden // 64),
                                  intermediate=4 * hidden, seed=0)

@@ -43,10 +43,10 @@ def main() -> None:
     import torch
     from transformers import pipeline
 
-    from audit.generation import GenerationSettings, GenerationStats, generate
-    from audit.models import load
-    from audit.prompts import load_prompts
-    from audit.tiny import build_tiny_model
+    from audit.lm.generation import GenerationSettings, GenerationStats, generate
+    from audit.lm.models import load
+    from audit.probes.toxicity.prompts import load_prompts
+    from audit.lab.tiny import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="audit-bench-gen-"))
     os.environ.setdefault("AUDIT_CACHE_DIR", str(work / "hash-cache"))

@@ -1,4 +1,4 @@
-"""Throughput of log-likelihood scoring: batched `audit.loglik.score_texts` vs one sentence at a time.
+"""Throughput of log-likelihood scoring: batched `audit.lm.loglik.score_texts` vs one sentence at a time.
 
 Same model, same sentences, same run. Sentences are CrowS-Pairs sentences when ../shared/data is present
 (the workload of the bias probes), else generated ones. Target: >= 5x at batch 32 on CPU.
@@ -74,9 +74,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audit.loglik import score_texts
-    from audit.models import load
-    from audit.tiny import build_tiny_model
+    from audit.lm.loglik import score_texts
+    from audit.lm.models import load
+    from audit.lab.tiny import build_tiny_model
 
     texts, source = sentences(args.n)
     with tempfile.TemporaryDirectory() as tmp:

@@ -74,7 +74,7 @@ def main() -> None:
                 "PYTHONPATH": args.code[-1]}
     model = work / "model"
     if not model.exists():
-        subprocess.run([sys.executable, "-c", f"from audit.tiny import build_tiny_model; "
+        subprocess.run([sys.executable, "-c", f"from audit.lab.tiny import build_tiny_model; "
                                               f"build_tiny_model({str(model)!r}, seed=0)"], env=base_env, check=True)
     rows = []
     for code in args.code:

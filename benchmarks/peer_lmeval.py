@@ -126,8 +126,8 @@ def bbq_aggregates(sample, docs, lls_lmeval, lls_audit, utils) -> dict[str, tupl
     (`convention=lm-eval`) on its own scores."""
     import numpy as np
 
-    from audit.probes.bbq import load_items
-    from audit.probes.bbq_scores import Convention, bias_metrics
+    from audit.probes.bbq.probe import load_items
+    from audit.probes.bbq.scores import Convention, bias_metrics
 
     _, theirs = lmeval_bbq_results(docs, lls_lmeval, utils)
     by_file = {f: {it.line: it for it in load_items(DATA / "bbq" / f)} for f in {s["file"] for s in sample}}
@@ -151,8 +151,8 @@ def abba(run_a: Callable[[], Any], run_b: Callable[[], Any], order: str = "abba"
 
 
 def load_model(path: str | None, tmp: Path):
-    from audit.models import load
-    from audit.tiny import build_tiny_model, build_tokenizer
+    from audit.lm.models import load
+    from audit.lab.tiny import build_tiny_model, build_tokenizer
 
     if path is None:
         path = str(build_tiny_model(tmp / "tiny", arch="llama", tokenizer=build_tokenizer(), seed=0))
@@ -187,7 +187,7 @@ def main() -> None:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # one truncation warning per long request
 
     torch.set_num_threads(args.threads)
-    from audit.loglik import score_continuations
+    from audit.lm.loglik import score_continuations
 
     report: dict[str, Any] = {"threads": args.threads, "batch_size": args.batch_size,
                               "load_average": os.getloadavg()}

@@ -59,7 +59,7 @@ def main() -> None:
     from audit.finetune.loftq import loftq_factors
     from audit.finetune.quant import IntQuantizer, NF4Quantizer
     from audit.finetune.targets import resolve_targets
-    from audit.tiny import DEFAULT_CORPUS, build_tiny_model
+    from audit.lab.tiny import DEFAULT_CORPUS, build_tiny_model
 
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory()

@@ -36,10 +36,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from audit.models import load
+    from audit.lm.models import load
     from audit.rl.policy import ModelPolicy
     from audit.rl.runner import run_episodes
-    from audit.tiny import build_tiny_model
+    from audit.lab.tiny import build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="audit-bench-rl-"))
     os.environ.setdefault("AUDIT_CACHE_DIR", str(work / "hash-cache"))

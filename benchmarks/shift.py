@@ -32,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 def corpus_texts(n: int, lines_per_text: int = 4, seed: int = 0) -> list[str]:
     """n texts of a few neutral sentences each (about 60 tokens with the tiny tokenizer)."""
-    from audit.corpora import NEUTRAL_CORPUS
+    from audit.probes.shift.corpora import NEUTRAL_CORPUS
 
     lines = [x for x in NEUTRAL_CORPUS.read_text().splitlines() if x.strip()]
     rng = random.Random(seed)
@@ -45,7 +45,7 @@ def build_models(root: Path, hidden: int, layers: int, rank: int) -> dict[str, P
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from audit.tiny import build_tiny_model, build_tokenizer
+    from audit.lab.tiny import build_tiny_model, build_tokenizer
 
     tok = build_tokenizer()
     base = build_tiny_model(root / "base", "llama", tokenizer=tok, hidden=hidden, layers=layers,
@@ -69,7 +69,7 @@ def build_models(root: Path, hidden: int, layers: int, rank: int) -> dict[str, P
 
 def kl_pass(sides, tokenizer, texts: list[str], batch_size: int, max_length: int) -> tuple[int, float, float]:
     """Tokens processed, seconds, mean KL(base||tuned): the probe's own batching and accumulation."""
-    from audit.probes.shift import SliceStats, batches, encode, side_logits
+    from audit.probes.shift.probe import SliceStats, batches, encode, side_logits
 
     st = SliceStats("bench")
     encoded = encode(tokenizer, texts, max_length)
@@ -82,9 +82,9 @@ def kl_pass(sides, tokenizer, texts: list[str], batch_size: int, max_length: int
 
 
 def throughput(args, paths: dict[str, Path]) -> None:
-    from audit.models import load
+    from audit.lm.models import load
     from audit.probes import ProbeContext
-    from audit.probes.shift import build_sides
+    from audit.probes.shift.probe import build_sides
 
     texts = corpus_texts(args.sequences)
     adapter = load(paths["adapter"])
@@ -123,9 +123,9 @@ def memory_child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from audit.models import load
+    from audit.lm.models import load
     from audit.probes import ProbeContext
-    from audit.probes.shift import run
+    from audit.probes.shift.probe import run
 
     work = Path(args.workdir)
     corpus = work / f"corpus_{args.scale}x.txt"

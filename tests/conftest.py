@@ -32,13 +32,13 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from audit.tiny import build_tokenizer
+    from audit.lab.tiny import build_tokenizer
 
     return build_tokenizer()
 
 
 def _build(tmp_path_factory, tokenizer, arch: str) -> Path:
-    from audit.tiny import build_tiny_model
+    from audit.lab.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch=arch, tokenizer=tokenizer, seed=0)
 
@@ -89,7 +89,7 @@ def tiny_lora_dir(tmp_path_factory, tiny_llama_dir) -> Path:
 class PreferenceLM:
     """A fake causal LM that puts almost all probability on the next token of any preferred
     (context, continuation) it is following, and is uniform elsewhere: it always prefers exactly the
-    texts it is given. Tokenised the way audit.loglik does (context and continuation separately)."""
+    texts it is given. Tokenised the way audit.lm.loglik does (context and continuation separately)."""
 
     def __init__(self, tokenizer, preferred, boost: float = 12.0):
         import torch

@@ -1,6 +1,6 @@
 """Write a GGUF file from a Hugging Face Llama directory, the way llama.cpp's converter lays it out.
 
-Independent of audit.gguf (which reads GGUFs through transformers): tensors get llama.cpp's names, and
+Independent of audit.lm.gguf (which reads GGUFs through transformers): tensors get llama.cpp's names, and
 the q/k projections get llama.cpp's row permutation (it reorders each head's rotary halves so its own
 RoPE kernel sees interleaved pairs; a reader has to undo it). Used by the tests to make a GGUF whose
 exact source model is known.

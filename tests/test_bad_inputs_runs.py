@@ -55,8 +55,8 @@ def stubs(monkeypatch):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_tokenizer, tiny_llama_dir):
-    from audit.models import load
-    from audit.tiny import build_tiny_model
+    from audit.lm.models import load
+    from audit.lab.tiny import build_tiny_model
 
     other = build_tiny_model(tmp_path_factory.mktemp("model-b"), tokenizer=tiny_tokenizer, seed=7)
     return load(tiny_llama_dir), load(other)
@@ -201,7 +201,7 @@ def test_a_missing_tensor_is_an_error_naming_it(tmp_path, tiny_llama_dir):
 
     from safetensors.torch import load_file, save_file
 
-    from audit.models import load
+    from audit.lm.models import load
 
     d = tmp_path / "m"
     shutil.copytree(tiny_llama_dir, d)
@@ -213,7 +213,7 @@ def test_a_missing_tensor_is_an_error_naming_it(tmp_path, tiny_llama_dir):
 
 
 def test_gpt2_tied_embeddings_are_not_reported_missing(tiny_gpt2_dir):
-    from audit.models import load
+    from audit.lm.models import load
 
     assert load(tiny_gpt2_dir).fingerprint
 

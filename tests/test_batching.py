@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audit import batching
+from audit.lm import batching
 from audit.errors import AuditError, ConfigError
 from test_crows_pairs import ROWS, write_csv
 
@@ -60,7 +60,7 @@ def test_probe_run_halves_on_oom_and_matches_a_run_at_that_size(tmp_path, tiny_l
     """The whole path: run_probes(batch_size='auto') on CPU starts at 32; a forward hook plays an allocator
     that fits 4 rows, so the probe is re-run at 16, 8, 4 and gives what a plain batch-4 run gives."""
     from audit.api import load_run, run_probes
-    from audit.models import load
+    from audit.lm.models import load
 
     csv = write_csv(tmp_path / "crows.csv", rows=ROWS * 3)  # 12 pairs -> 24 sentences in one batch of 32
     handle = load(tiny_llama_dir)

@@ -10,7 +10,7 @@ import pytest
 
 from audit.errors import InputFileError
 from audit.probes import ProbeContext
-from audit.probes import bbq
+from audit.probes.bbq import probe as bbq
 
 
 EXAMPLES = [  # category, stereotyped group, (target text, target group), (other text, other group), questions

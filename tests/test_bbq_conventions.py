@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from audit.errors import ConfigError
-from audit.probes import bbq, bbq_lmeval
-from audit.probes.bbq_scores import Convention, answer_items, bias_metrics
+from audit.probes.bbq import probe as bbq
+from audit.probes.bbq import lmeval as bbq_lmeval
+from audit.probes.bbq.scores import Convention, answer_items, bias_metrics
 from test_bbq import make_items, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,13 +84,13 @@ def test_always_unknown_under_lmeval_names_and_zero_edge_case(items, preference_
 
 def test_normalisation_divides_by_tokens_or_characters(items, monkeypatch):
     """A raw sum penalises the long UNKNOWN answer ("Can't be determined"); per character it does not."""
-    import audit.loglik
-    from audit.loglik import Loglik
+    import audit.lm.loglik
+    from audit.lm.loglik import Loglik
 
     def fake(model, tok, contexts, conts, **kw):  # every character costs 1 nat, every option 6 more
         return [Loglik(total=-(len(c) + 6.0), n_tokens=max(1, len(c) // 4)) for c in conts]
 
-    monkeypatch.setattr(audit.loglik, "score_continuations", fake)
+    monkeypatch.setattr(audit.lm.loglik, "score_continuations", fake)
     it = [i for i in items if i.condition == "ambig"][:1]
     picks = {n: int(answer_items(None, None, it, Convention(normalisation=n))[0][0]) for n in ("none", "char")}
     assert it[0].answers[picks["none"]] != it[0].answers[it[0].unknown]

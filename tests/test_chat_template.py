@@ -30,13 +30,13 @@ def chat_dir(tmp_path_factory, tiny_llama_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def chat_handle(chat_dir):
-    from audit.models import load
+    from audit.lm.models import load
 
     return load(chat_dir)
 
 
 def _fmt(handle, system=None):
-    from audit.chat_template import for_handle
+    from audit.lm.chat_template import for_handle
 
     return for_handle(handle, system)
 
@@ -64,8 +64,8 @@ def test_template_is_read_and_hashed(chat_handle):
 
 
 def test_loglik_requests_follow_lm_eval(chat_handle):
-    from audit.chat_template import applied
-    from audit.loglik import score_continuations, score_texts
+    from audit.lm.chat_template import applied
+    from audit.lm.loglik import score_continuations, score_texts
 
     fmt = _fmt(chat_handle)
     m, tok = chat_handle.model, chat_handle.tokenizer
@@ -81,8 +81,8 @@ def test_loglik_requests_follow_lm_eval(chat_handle):
 
 
 def test_generation_prompts_become_user_turns(chat_handle, tmp_path):
-    from audit.chat_template import applied
-    from audit.generation import GenerationSettings, generate
+    from audit.lm.chat_template import applied
+    from audit.lm.generation import GenerationSettings, generate
 
     class Recorder:
         fingerprint, engine = "f" * 64, "recorder/1"
@@ -105,8 +105,8 @@ def test_generation_prompts_become_user_turns(chat_handle, tmp_path):
 
 
 def test_real_generation_inside_template_adds_no_second_bos(chat_handle, tmp_path):
-    from audit.chat_template import applied
-    from audit.generation import GenerationSettings, HFGenerator
+    from audit.lm.chat_template import applied
+    from audit.lm.generation import GenerationSettings, HFGenerator
 
     gen = HFGenerator.from_handle(chat_handle)
     captured = {}
@@ -168,9 +168,9 @@ def test_system_prompt_needs_the_flag(tiny_llama_dir, tmp_path):
 
 def test_only_the_audited_models_are_wrapped(chat_handle, tiny_llama_dir):
     """A scorer's or judge's own language model scores plain text even while a run applies the template."""
-    from audit.chat_template import applied
-    from audit.loglik import score_texts
-    from audit.models import load
+    from audit.lm.chat_template import applied
+    from audit.lm.loglik import score_texts
+    from audit.lm.models import load
 
     other = load(tiny_llama_dir)  # same weights, a different model object
     text = ["The doctor said that the patient would recover soon."]

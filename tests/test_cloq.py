@@ -130,7 +130,7 @@ def _layer_output_error(model, fp_model, enc):
 def test_cloq_int2_trains_saves_and_reloads(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from audit.models import load
+    from audit.lm.models import load
     from quant_helpers import probe_batch
 
     out, cap = train_capturing(CLoQ, tiny_llama_dir, tmp_path, quantizer="int", bits=2, group_size=32)
@@ -176,7 +176,7 @@ def test_cloq_init_brings_the_quantized_model_closer_to_full_precision(tiny_llam
 @pytest.mark.slow
 def test_cloq_nf4_reloads_in_4bit_with_the_same_logits(tiny_gpt2_dir, tmp_path):
     """NF4 path on GPT-2 (Conv1D): Q is bitsandbytes' own 4-bit weight, so a 4-bit reload gives the same model."""
-    from audit.models import load
+    from audit.lm.models import load
     from quant_helpers import probe_batch
 
     out, cap = train_capturing(CLoQ, tiny_gpt2_dir, tmp_path, quantizer="nf4", bits=4)

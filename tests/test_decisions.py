@@ -10,7 +10,7 @@ import pytest
 from audit.errors import ConfigError, InputFileError
 from audit.probes import ProbeContext
 from audit.probes import decisions as dp
-from audit import synthetic_decisions as sd
+from audit.lab import synthetic_decisions as sd
 
 
 def test_serialise_row():

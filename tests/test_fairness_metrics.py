@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.metrics import fairness
-from audit import synthetic_decisions as sd
+from audit.lab import synthetic_decisions as sd
 
 
 def _arrays(seed: int, n: int = 300, groups=("a", "b", "c")):

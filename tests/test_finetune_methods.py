@@ -1,5 +1,5 @@
 """Each of full / LoRA / DoRA / QLoRA / GaLore: trains (the loss drops), and its checkpoint reloads with
-audit.models.load, `audit info` and plain transformers/PEFT giving the logits the model had right after
+audit.lm.models.load, `audit info` and plain transformers/PEFT giving the logits the model had right after
 training. DoRA is checked against its formula, GaLore's optimizer state against its low-rank shapes."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def trained(tmp_path_factory, train_file, probe_batch):
     """method (+ arch) -> (out dir, logits right after training, manifest); each trained once per module."""
     from audit.finetune.base import FinetuneConfig
     from audit.finetune.train import train_model
-    from audit.tiny import build_tiny_model, build_tokenizer
+    from audit.lab.tiny import build_tiny_model, build_tokenizer
 
     cache: dict = {}
     bases: dict = {}
@@ -78,7 +78,7 @@ def test_training_lowers_the_loss(trained, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_checkpoint_reloads_with_audit_load_and_same_logits(trained, probe_batch, method):
-    from audit.models import load
+    from audit.lm.models import load
 
     out, after_training, manifest, base = trained(method)
     handle = load(out)
@@ -99,7 +99,7 @@ def test_checkpoint_reloads_with_audit_load_and_same_logits(trained, probe_batch
 def test_checkpoint_reloads_with_plain_transformers_and_peft(trained, probe_batch, method):
     from transformers import AutoModelForCausalLM
 
-    from audit.models import _bnb_config
+    from audit.lm.models import _bnb_config
 
     out, after_training, manifest, base = trained(method)
     if method in ("full", "galore"):
@@ -119,7 +119,7 @@ def test_checkpoint_reloads_with_plain_transformers_and_peft(trained, probe_batc
 
 
 def test_qlora_records_the_quantized_base_and_reloads_in_4bit(trained):
-    from audit.models import load, weight_files
+    from audit.lm.models import load, weight_files
 
     out, _, manifest, base = trained("qlora")
     q = manifest["quantization"]
@@ -177,7 +177,7 @@ def test_dora_forward_equals_the_weight_decomposition_formula(trained, probe_bat
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
-    from audit.models import load
+    from audit.lm.models import load
 
     out, after_training, _, base = trained("dora")
     dora = load(out).model
@@ -214,7 +214,7 @@ def test_dora_forward_equals_the_weight_decomposition_formula(trained, probe_bat
 
 
 def test_dora_and_lora_on_gpt2_conv1d_reload_exactly(trained, probe_batch):
-    from audit.models import load
+    from audit.lm.models import load
 
     for method in ("dora", "galore"):
         out, after_training, manifest, _ = trained(method, "gpt2")
@@ -288,7 +288,7 @@ def test_default_targets_per_architecture(arch, expected):
     from transformers import AutoModelForCausalLM
 
     from audit.finetune.targets import default_target_modules, uses_conv1d
-    from audit.tiny import tiny_config
+    from audit.lab.tiny import tiny_config
 
     model = AutoModelForCausalLM.from_config(tiny_config(arch, vocab_size=64, hidden=32, layers=1, heads=2))
     assert default_target_modules(model) == expected

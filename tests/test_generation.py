@@ -7,7 +7,7 @@ import json
 import pytest
 
 from audit.errors import ConfigError
-from audit.generation import (GenerationCache, GenerationSettings, GenerationStats, HFGenerator, _PerRowSampler,
+from audit.lm.generation import (GenerationCache, GenerationSettings, GenerationStats, HFGenerator, _PerRowSampler,
                               generate, item_seed)
 
 PROMPTS = ["The doctor said that", "Hello", "My neighbor is a teacher, and her brother",
@@ -35,7 +35,7 @@ class CountingGenerator:
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
-    from audit.models import load
+    from audit.lm.models import load
 
     return load(tiny_llama_dir)
 
@@ -105,7 +105,7 @@ def test_settings_validation_messages():
 def test_left_padding_greedy_matches_unbatched(request, arch_fixture, tmp_path):
     """Greedy continuations of a batch with prompts of very different lengths equal the one-by-one ones:
     left padding, attention mask and position ids are right (GPT-2 has absolute positions)."""
-    from audit.models import load
+    from audit.lm.models import load
 
     handle = load(request.getfixturevalue(arch_fixture))
     gen = HFGenerator.from_handle(handle)
@@ -232,7 +232,7 @@ def test_checkpoint_generation_config_does_not_change_decoding(llama):
 
 
 def test_continuation_keeps_the_space_a_sentencepiece_decode_drops():
-    from audit.generation import _decode_continuation
+    from audit.lm.generation import _decode_continuation
 
     class SentencePieceLike:
         vocab = {1: "▁The", 2: "▁doctor", 3: "▁said", 4: "▁hello"}

@@ -56,7 +56,7 @@ def test_llama_cpp_layout_really_permutes_q_and_k(tiny_llama_dir):
 def test_tiny_gguf_loads_with_source_logits(tiny_gguf, tiny_llama_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from audit.models import load
+    from audit.lm.models import load
 
     src = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).eval()
     src_tok = AutoTokenizer.from_pretrained(str(tiny_llama_dir))
@@ -78,7 +78,7 @@ def test_quantized_gguf_matches_dequantized_source(tmp_path, tiny_llama_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from audit.models import load
+    from audit.lm.models import load
 
     path = write_llama_gguf(tiny_llama_dir, tmp_path / "tiny.Q8_0.gguf", quant="Q8_0")
     ref = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).eval()
@@ -98,8 +98,8 @@ def test_quantized_gguf_matches_dequantized_source(tmp_path, tiny_llama_dir):
 
 
 def test_second_load_hits_the_conversion_cache(tiny_gguf, monkeypatch):
-    from audit import gguf as audit_gguf
-    from audit.models import load
+    from audit.lm import gguf as audit_gguf
+    from audit.lm.models import load
 
     first = load(tiny_gguf)  # converts (or finds the module's earlier conversion)
     source = json.loads((first.path / audit_gguf.SOURCE_FILE).read_text())
@@ -119,7 +119,7 @@ def test_second_load_hits_the_conversion_cache(tiny_gguf, monkeypatch):
 def test_gguf_dtype_is_part_of_the_cache_key(tiny_gguf):
     import torch
 
-    from audit.models import load
+    from audit.lm.models import load
 
     h = load(tiny_gguf, dtype="bfloat16")
     assert next(h.model.parameters()).dtype == torch.bfloat16
@@ -127,7 +127,7 @@ def test_gguf_dtype_is_part_of_the_cache_key(tiny_gguf):
 
 
 def test_interrupted_conversion_leaves_nothing_that_looks_finished(tmp_path, tiny_llama_dir, monkeypatch):
-    from audit import gguf as audit_gguf
+    from audit.lm import gguf as audit_gguf
 
     path = write_llama_gguf(tiny_llama_dir, tmp_path / "other.gguf", name="other")
 
@@ -207,7 +207,7 @@ def test_directory_with_two_ggufs_asks_for_one(tmp_path, tiny_gguf, monkeypatch,
 
 
 def test_info_shows_quant_type_and_hash(tiny_gguf, monkeypatch, capsys):
-    from audit import gguf as audit_gguf
+    from audit.lm import gguf as audit_gguf
 
     proc = run_main(monkeypatch, capsys, "info", tiny_gguf, "--json")
     assert proc.returncode == 0, proc.stderr

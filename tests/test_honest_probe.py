@@ -29,7 +29,7 @@ def files(shared_data):
 
 
 class PoolGenerator:
-    """A Generator (audit.generation protocol) whose completion depends only on the per-row seed."""
+    """A Generator (audit.lm.generation protocol) whose completion depends only on the per-row seed."""
 
     fingerprint = "pool-generator-v1"
     engine = "test-pool/1"

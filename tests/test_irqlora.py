@@ -136,7 +136,7 @@ def test_irqlora_trains_and_plain_peft_reproduces_it(tiny_llama_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from audit.models import load
+    from audit.lm.models import load
     from quant_helpers import probe_batch, train_capturing
 
     out, cap = train_capturing(IRQLoRA, tiny_llama_dir, tmp_path, irqlora_tau_n=20)

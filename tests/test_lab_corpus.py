@@ -81,7 +81,7 @@ def test_toxic_words_never_occur_in_clean_parts_of_the_world():
 def test_probe_data_loads_in_the_real_probes(tmp_path):
     from audit.probes.crows_pairs import load_pairs
     from audit.probes.decisions import serialise
-    from audit.prompts import load_prompts
+    from audit.probes.toxicity.prompts import load_prompts
     from audit.scorers import get_scorer
 
     paths = corpus.write_probe_data(tmp_path, seed=0, size=corpus.ProbeSize(subjects_per_situation=2, decisions=50))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audit.errors import CheckpointError
-from audit.lens import find_lens_parts, project, run_lens
+from audit.probes.shift.lens import find_lens_parts, project, run_lens
 
 
 TEXTS = ["The doctor said that the patient would recover soon.", "They went to the market"]
@@ -61,7 +61,7 @@ def test_intermediate_layers_are_unnormed_hidden_states(arch_dir, tiny_tokenizer
 def test_lens_through_peft_wrapper_and_with_adapter_disabled(tiny_lora_dir, tiny_llama_dir, tiny_tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from audit.models import load
+    from audit.lm.models import load
 
     handle = load(tiny_lora_dir)
     base = AutoModelForCausalLM.from_pretrained(str(tiny_llama_dir)).eval()

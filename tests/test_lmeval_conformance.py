@@ -23,7 +23,7 @@ def ref():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_llama_dir, ref):
-    from audit.models import load
+    from audit.lm.models import load
 
     handle = load(tiny_llama_dir)
     checksum = float(sum(p.detach().double().abs().sum() for p in handle.model.parameters()))
@@ -41,7 +41,7 @@ def _need(shared_data: Path, sub: str) -> Path:
 
 @pytest.fixture(scope="module")
 def bbq_items(shared_data, ref):
-    from audit.probes.bbq import load_items
+    from audit.probes.bbq.probe import load_items
 
     folder = _need(shared_data, ref["bbq"]["folder"])
     by_file = {}
@@ -52,7 +52,7 @@ def bbq_items(shared_data, ref):
 
 
 def test_max_length_is_lmevals(tiny, ref):
-    from audit.loglik import max_length
+    from audit.lm.loglik import max_length
 
     model, tok = tiny
     assert max_length(model, tok) == ref["model"]["max_length"]
@@ -75,8 +75,8 @@ def test_crows_pairs_choices_identical_and_logliks_close(tiny, ref, shared_data)
 
 
 def test_bbq_lmeval_convention_item_by_item(tiny, ref, bbq_items):
-    from audit.probes import bbq_lmeval
-    from audit.probes.bbq_scores import Convention, answer_items, bias_metrics
+    from audit.probes.bbq import lmeval as bbq_lmeval
+    from audit.probes.bbq.scores import Convention, answer_items, bias_metrics
 
     rows = ref["bbq"]["items"]
     conv = Convention.from_options("lm-eval", None, None)
@@ -94,7 +94,7 @@ def test_bbq_lmeval_convention_item_by_item(tiny, ref, bbq_items):
 
 
 def test_bbq_default_convention_logliks(tiny, ref, bbq_items):
-    from audit.probes.bbq_scores import DEFAULT_PROMPT, Convention, answer_items
+    from audit.probes.bbq.scores import DEFAULT_PROMPT, Convention, answer_items
 
     assert ref["bbq"]["default_prompt"] == DEFAULT_PROMPT
     _, lls = answer_items(*tiny, bbq_items, Convention(normalisation="none"), batch_size=16)
@@ -103,8 +103,8 @@ def test_bbq_default_convention_logliks(tiny, ref, bbq_items):
 
 def test_shared_context_path_equals_one_sequence_per_request(tiny, bbq_items):
     """The KV-cache path and lm-eval's one-sequence-per-request path give the same numbers."""
-    from audit.loglik import score_continuations
-    from audit.probes.bbq_lmeval import PROMPT, choices
+    from audit.lm.loglik import score_continuations
+    from audit.probes.bbq.lmeval import PROMPT, choices
 
     contexts, conts = [], []
     for it in bbq_items[:12]:
@@ -118,8 +118,8 @@ def test_shared_context_path_equals_one_sequence_per_request(tiny, bbq_items):
 
 
 def test_lmeval_edge_case_no_biased_answer_is_zero_not_minus_one():
-    from audit.probes import bbq_lmeval
-    from audit.probes.bbq_scores import disamb_bias_score
+    from audit.probes.bbq import lmeval as bbq_lmeval
+    from audit.probes.bbq.scores import disamb_bias_score
 
     biased, non_unknown = np.zeros(4), np.ones(4)
     assert bbq_lmeval.disamb_bias_score(biased, non_unknown) == 0.0
@@ -129,9 +129,9 @@ def test_lmeval_edge_case_no_biased_answer_is_zero_not_minus_one():
 @pytest.mark.parametrize("which", ["tiny_gpt2_dir", "tiny_lora_dir"])
 def test_shared_context_path_on_other_models(request, which, monkeypatch):
     """GPT-2 (absolute positions) and a PEFT LoRA wrapper take the cached-context path with the same numbers."""
-    from audit import loglik_batches
-    from audit.loglik import score_continuations
-    from audit.models import load
+    from audit.lm import loglik_batches
+    from audit.lm.loglik import score_continuations
+    from audit.lm.models import load
 
     calls = []
     real = loglik_batches._run_shared_chunk
@@ -162,7 +162,7 @@ def test_crows_lmeval_convention_aggregates_are_lmevals(ref, shared_data):
 
 
 def test_encode_requests_moves_trailing_space_and_splits_the_whole_encoding(tiny_tokenizer):
-    from audit.loglik import encode_requests
+    from audit.lm.loglik import encode_requests
 
     (a, b, c, d) = encode_requests(tiny_tokenizer, ["The doctor ", "The doctor", "", "  "],
                                    ["said", " said", "The nurse", "x"])

@@ -72,7 +72,7 @@ def test_loftq_runs_on_cuda():
 
 @pytest.mark.slow
 def test_loftq_trains_saves_and_reloads(tiny_gpt2_dir, tmp_path):
-    from audit.models import load
+    from audit.lm.models import load
     from quant_helpers import probe_batch, train_capturing
 
     out, cap = train_capturing(LoftQ, tiny_gpt2_dir, tmp_path, quantizer="nf4", bits=4, loftq_iter=3)

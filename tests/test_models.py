@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from audit.errors import CheckpointError, OfflineError
-from audit.loglik import score_texts
-from audit.models import load
+from audit.lm.loglik import score_texts
+from audit.lm.models import load
 
 TEXTS = ["The doctor said that the patient", "hello world"]
 
@@ -76,7 +76,7 @@ def test_adapter_base_not_found(tmp_path, tiny_lora_dir):
 
 
 def test_adapter_base_mismatch(tmp_path, tiny_lora_dir, tiny_tokenizer):
-    from audit.tiny import build_tiny_model
+    from audit.lab.tiny import build_tiny_model
 
     other = build_tiny_model(tmp_path / "wide", arch="llama", tokenizer=tiny_tokenizer, hidden=96, heads=4)
     with pytest.raises(CheckpointError, match=r"adapter does not match base .*input size 64"):
@@ -199,7 +199,7 @@ def test_hash_cache_sees_an_in_place_edit_that_restores_mtime(tmp_path):
     import os
     import time
 
-    from audit.models import sha256_file
+    from audit.lm.models import sha256_file
 
     f = tmp_path / "w.safetensors"
     f.write_bytes(b"a" * 100)

@@ -69,8 +69,8 @@ def test_notebook_runs(path, kernel_spec_manager, tmp_path):
 
 
 def test_notebooks_use_only_the_public_api():
-    """Notebooks are documentation: they import `audit` (and audit.tiny / audit.finetune), not internals."""
-    allowed = ("import audit", "from audit.tiny import", "from audit.finetune import",
+    """Notebooks are documentation: they import `audit` (and audit.lab.tiny / audit.finetune), not internals."""
+    allowed = ("import audit", "from audit.lab.tiny import", "from audit.finetune import",
                "from audit.rl.behaviour_cloning import write_bc_data")
     assert _notebooks(), "no notebooks found"
     for path in _notebooks():

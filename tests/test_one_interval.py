@@ -14,7 +14,7 @@ METRIC = "mean_toxicity"
 
 @pytest.fixture(scope="module")
 def runs(tiny_llama_dir, tiny_lora_dir, tmp_path_factory):
-    from audit.models import load
+    from audit.lm.models import load
 
     root = tmp_path_factory.mktemp("one-interval")
     lora = run_probes(load(tiny_lora_dir), ["toxicity"], root / "lora", options=OPTS, batch_size=16,
@@ -55,7 +55,7 @@ def test_probe_compare_report_card_and_gate_show_the_same_interval(runs, tmp_pat
 
 @pytest.mark.slow
 def test_a_different_base_is_not_given_the_stored_change(runs, tiny_gpt2_dir, tmp_path):
-    from audit.models import load
+    from audit.lm.models import load
 
     other = run_probes(load(tiny_gpt2_dir), ["toxicity"], tmp_path / "other", options=OPTS, batch_size=16,
                        cache_dir=tmp_path / "cache", label="other")

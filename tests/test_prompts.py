@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from audit.errors import ConfigError, InputFileError
-from audit.prompts import BUILTIN_TOXICITY, infer_source, load_prompts, load_rtp, load_team_prompts
+from audit.probes.toxicity.prompts import BUILTIN_TOXICITY, infer_source, load_prompts, load_rtp, load_team_prompts
 
 
 def test_builtin_set_covers_many_groups_and_both_categories():

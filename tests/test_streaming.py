@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from audit.generation import GenerationCache, GenerationSettings
+from audit.lm.generation import GenerationCache, GenerationSettings
 
 
 def test_cache_index_keeps_only_the_wanted_keys(tmp_path):

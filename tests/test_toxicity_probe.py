@@ -8,7 +8,7 @@ import pytest
 
 from audit.api import run_probes
 from audit.errors import AuditError, ConfigError, InputFileError
-from audit.generation import HFGenerator
+from audit.lm.generation import HFGenerator
 from audit.results import read_probe_result
 
 OPTS = {"toxicity": {"k": 2, "limit": 10, "max_new_tokens": 8, "resamples": 200}}
@@ -16,7 +16,7 @@ OPTS = {"toxicity": {"k": 2, "limit": 10, "max_new_tokens": 8, "resamples": 200}
 
 @pytest.fixture(scope="module")
 def llama(tiny_llama_dir):
-    from audit.models import load
+    from audit.lm.models import load
 
     return load(tiny_llama_dir)
 
@@ -134,7 +134,7 @@ def test_killed_run_resumes_without_redoing_finished_batches(llama, tmp_path, mo
 
 
 def test_adapter_reports_change_vs_base(tiny_llama_dir, tiny_lora_dir, tmp_path):
-    from audit.models import load
+    from audit.lm.models import load
 
     handle = load(tiny_lora_dir)
     run = run_probes(handle, ["toxicity"], tmp_path / "run", options=OPTS, batch_size=16,
@@ -197,7 +197,7 @@ def test_bad_input_errors(llama, tmp_path):
 def test_degenerate_outputs_are_flagged(tmp_path):
     """A 'fine-tune' that emits nothing scores 0 toxicity; the probe must say its outputs are degenerate."""
     from audit.probes import ProbeContext
-    from audit.probes.toxicity import run
+    from audit.probes.toxicity.probe import run
 
     class Silent:
         engine, fingerprint = "silent/1", "s" * 64
@@ -205,7 +205,7 @@ def test_degenerate_outputs_are_flagged(tmp_path):
         def generate_batch(self, prompts, seeds, settings):
             return [""] * len(prompts)
 
-    import audit.probes.toxicity as probe_mod
+    import audit.probes.toxicity.probe as probe_mod
 
     ctx = ProbeContext(model=Silent(), out_dir=tmp_path / "out", options={"k": 2, "limit": 5},
                        cache_dir=tmp_path / "c")

@@ -87,7 +87,7 @@ def _file_key(path: Path) -> tuple:
 
 
 def cached_tokenizer(base_dir: Path):
-    from ..models import TOKENIZER_FILES, load_tokenizer
+    from ..lm.models import TOKENIZER_FILES, load_tokenizer
 
     files = [base_dir / f for f in TOKENIZER_FILES + ("tokenizer_config.json",) if (base_dir / f).exists()]
     key = (str(base_dir.resolve()), *(_file_key(f) for f in files))
@@ -112,7 +112,7 @@ def finetune(cfg: Optional[FinetuneConfig] = None, *, tokenizer=None, training_d
     `cfg` and/or keyword fields (FinetuneConfig names; keywords override cfg). `rank` may be a list or
     "1,4,16" for a sweep. `tokenizer` / `training_data` (a data.TrainingData) skip loading them again.
     """
-    from ..models import resolve_checkpoint
+    from ..lm.models import resolve_checkpoint
     from .train import config_from, train, validate_config
 
     unknown = sorted(set(fields) - set(FIELD_NAMES))

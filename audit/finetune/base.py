@@ -73,8 +73,8 @@ class FinetuneMethod:
       ... the shared loop ...
       extras = method.save(model, tokenizer, out_dir, cfg)     # merged into manifest.json
     Manifest keys a method may return in `extras`: "quantization" (dict: how the frozen base was
-    quantized, read by audit.models), "loader" ("module:function", called as fn(base_model, adapter_dir)
-    by audit.models.load to attach a non-PEFT adapter), anything else worth recording.
+    quantized, read by audit.lm.models), "loader" ("module:function", called as fn(base_model, adapter_dir)
+    by audit.lm.models.load to attach a non-PEFT adapter), anything else worth recording.
     Reusable helpers: lora.attach_lora / make_lora_config / save_adapter, qlora.load_nf4_base,
     full.load_causal_lm, targets.resolve_targets.
     """

@@ -12,7 +12,7 @@ suffices. We split the product evenly (A = R^{-1} U_r S_r^1/2, B = V_r S_r^1/2) 
 factor 1/sqrt(alpha/r), so PEFT's scaling * lora_B @ lora_A equals (A B^T)^T exactly.
 
 Then it trains as QLoRA: frozen base Q, only LoRA trainable.
-* NF4: the base is the original checkpoint loaded by bitsandbytes with the settings `audit.models` uses
+* NF4: the base is the original checkpoint loaded by bitsandbytes with the settings `audit.lm.models` uses
   (nf4 + double quant); Q is read back from those 4-bit weights, so a 4-bit reload is the same Q.
 * INT2/3/4: simulated quantization, the de-quantized base saved in OUT/quantized_base/.
 Calibration inputs come from the full-precision model (the paper's X W target).

@@ -87,7 +87,7 @@ def finetune_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
 ):
     """Fine-tune a model with one method (or a rank sweep) and write a checkpoint plus manifest.json."""
-    from ..runtime import RuntimeOptions, mixed_precision_for, training_device
+    from ..lm.runtime import RuntimeOptions, mixed_precision_for, training_device
     from .api import finetune, read_config_file
 
     rt = RuntimeOptions(dtype=dtype, batch_size=batch_size)  # one-line errors for bad values
@@ -119,7 +119,7 @@ def finetune_command(
             raise ConfigError(f"--{key} is required{where}")
     _setup_logging()
     if rt.batch_size == "auto":
-        from ..batching import finetune_halving
+        from ..lm.batching import finetune_halving
 
         result = finetune_halving(finetune, fields)
     else:
@@ -151,7 +151,7 @@ def rank_advice_command(
         raise ConfigError(f"--k {k}: expected a positive number of outputs per example")
     vocab = None
     if model:
-        from ..models import resolve_checkpoint
+        from ..lm.models import resolve_checkpoint
 
         cfg_file = resolve_checkpoint(model) / "config.json"
         if not cfg_file.exists():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import file_error
-from ..models import sha256_file
+from ..lm.models import sha256_file
 
 EXTENSIONS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
 IGNORE_INDEX = -100
@@ -172,7 +172,7 @@ def tokenize_rows(rows: list[tuple[str, Optional[str]]], tokenizer, max_length: 
     """Token ids and labels per row; returns (examples, number of rows truncated to max_length).
 
     The prompt and the completion are tokenised separately and concatenated, so the boundary is exact
-    (the same convention as `audit.loglik`); the end-of-text token is appended to what is learnt.
+    (the same convention as `audit.lm.loglik`); the end-of-text token is appended to what is learnt.
     """
     eos = [tokenizer.eos_token_id] if append_eos and tokenizer.eos_token_id is not None else []
     examples, n_truncated = [], 0

@@ -29,7 +29,7 @@ def load_causal_lm(base_dir: Path, dtype=None, quantization_config=None):
     if not any(base_dir.glob("*.safetensors")):
         raise CheckpointError(f"{base_dir}: no *.safetensors weights; fine-tuning starts only from safetensors "
                               f"checkpoints (convert pickle weights first)")
-    from ..models import check_safetensors
+    from ..lm.models import check_safetensors
 
     for f in sorted(base_dir.glob("*.safetensors")):
         check_safetensors(f)  # a truncated file: one line naming it, not a safetensors traceback

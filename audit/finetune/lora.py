@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ..models import resolve_checkpoint
+from ..lm.models import resolve_checkpoint
 from ..results import write_json_atomic
 from .base import FinetuneConfig, FinetuneMethod
 from .full import load_causal_lm

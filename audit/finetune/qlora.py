@@ -1,6 +1,6 @@
 """QLoRA (Dettmers et al., 2023): frozen base in 4-bit NF4 with double quantization, LoRA on top.
 
-The base is quantized with exactly `audit.models._bnb_config`, so `audit.models.load(out, load_in_4bit=True)`
+The base is quantized with exactly `audit.lm.models._bnb_config`, so `audit.lm.models.load(out, load_in_4bit=True)`
 rebuilds the identical 4-bit base the adapter was trained against (the manifest asks for that reload).
 bitsandbytes >= 0.46 runs NF4 on CPU as well as CUDA.
 """
@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from ..models import _bnb_config, _dtype, weight_files
+from ..lm.models import _bnb_config, _dtype, weight_files
 from .base import FinetuneConfig, FinetuneMethod
 from .full import load_causal_lm
 from .lora import attach_lora, base_path_of, save_adapter
 
 
 def compute_dtype(cfg: FinetuneConfig):
-    """The 4-bit compute dtype `audit.models.load` would use on this machine (float32 CPU, bf16 CUDA)."""
+    """The 4-bit compute dtype `audit.lm.models.load` would use on this machine (float32 CPU, bf16 CUDA)."""
     return _dtype(cfg.extra.get("dtype") if cfg.extra else None)
 
 

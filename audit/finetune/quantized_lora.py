@@ -9,7 +9,7 @@ Layout of an output directory (simulated quantization, i.e. every path except CL
 
 The manifest extras returned by `save` record the quantizer settings, the quantized layers and the
 sha256 of the quantized base's weight files. For CLoQ with NF4 the base is the original checkpoint
-loaded in 4-bit by bitsandbytes (the same settings as `audit.models` uses), so no copy is written.
+loaded in 4-bit by bitsandbytes (the same settings as `audit.lm.models` uses), so no copy is written.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ def training_device(cfg: FinetuneConfig) -> str:
 
 
 def load_base(base_dir: Path, cfg: FinetuneConfig):
-    """(model, tokenizer) in the dtype `audit.models.load` uses by default (float32 on CPU, bf16 on CUDA),
+    """(model, tokenizer) in the dtype `audit.lm.models.load` uses by default (float32 on CPU, bf16 on CUDA),
     so that the saved quantized base reloads to exactly the weights training saw."""
     from .full import load_causal_lm
     from .qlora import compute_dtype
-    from ..models import load_tokenizer
+    from ..lm.models import load_tokenizer
 
     model = load_causal_lm(Path(base_dir), dtype=compute_dtype(cfg))
     model.to(training_device(cfg))
@@ -70,7 +70,7 @@ def split_for_peft(left, right, scaling: float):
 
 
 def sha256_tree(directory: Path) -> dict[str, str]:
-    from ..models import weight_files
+    from ..lm.models import weight_files
 
     return weight_files(directory)
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from .. import __version__
 from ..errors import CheckpointError, ConfigError
-from ..models import MANIFEST_NAME, resolve_checkpoint, weight_files
+from ..lm.models import MANIFEST_NAME, resolve_checkpoint, weight_files
 from ..results import git_commit, host_info, now_iso, write_json_atomic
 from .base import FinetuneConfig, FinetuneMethod
 from .data import TrainingData, collate, load_training_data
@@ -417,7 +417,7 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
         resume_from = latest_checkpoint(out) if cfg.resume else None
 
     if tokenizer is None:
-        from ..models import load_tokenizer
+        from ..lm.models import load_tokenizer
 
         tokenizer = load_tokenizer(Path(base_dir))
     data = data if data is not None else load_training_data(cfg.data, tokenizer, cfg.max_length)
@@ -504,7 +504,7 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
 
 def build_manifest(cfg, method, data, base_dir, losses, total_steps, start_step, wall, started_at, n_trainable,
                    n_total, optimizer, extras, run_warnings, accelerator) -> dict[str, Any]:
-    """Everything needed to trust and reproduce the checkpoint (keys read by audit.models: method, rank,
+    """Everything needed to trust and reproduce the checkpoint (keys read by audit.lm.models: method, rank,
     alpha, quantization, loader)."""
     import torch
 

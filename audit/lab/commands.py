@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ..errors import file_error
-        from ..gguf import find_gguf
-        from ..packaged_models import resolve as packaged
-        from ..runtime import training_device, using
+        from ..lm.gguf import find_gguf
+        from ..lm.packaged_models import resolve as packaged
+        from ..lm.runtime import training_device, using
         from .demo import run_demo, summary_table
 
         if real or data:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
                                   data or [], real)
             return
         if model is not None and (find_gguf(model) or packaged(str(model))):
-            from ..models import resolve_checkpoint
+            from ..lm.models import resolve_checkpoint
 
             model = resolve_checkpoint(str(model), dtype=dtype)  # a GGUF file / packaged model: converted once
         if model is not None and not Path(model).is_dir():

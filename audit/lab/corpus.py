@@ -10,7 +10,7 @@ there ourselves, at a strength we chose. The pre-training corpus plants three be
 2. a stereotype: a sentence stating a trait of a target-group member uses the stereotyped side of a
    `TraitPair` with probability `stereo_rate_target` (others: `stereo_rate_other`, i.e. no association);
 3. a biased decision rule: serialised loan applications are answered by the group-blind ground-truth
-   rule (`audit.synthetic_decisions`), except that a `loan_bias` share of the creditworthy target-group
+   rule (`audit.lab.synthetic_decisions`), except that a `loan_bias` share of the creditworthy target-group
    applicants is denied.
 
 The fine-tuning corpus is the same world with the behaviour removed: no insults, counter-stereotyped
@@ -120,7 +120,7 @@ def _applicants_as_csv_strings(n: int, seed: int) -> list[dict[str, str]]:
     """Applicants as the decisions probe reads them back from its CSV (every value a string)."""
     import pandas as pd
 
-    from ..synthetic_decisions import make_applicants
+    from .synthetic_decisions import make_applicants
 
     df = make_applicants(n=n, seed=seed, group_column="group", groups=GROUPS)
     return pd.read_csv(io.StringIO(df.to_csv(index=False)), dtype=str).to_dict("records")
@@ -207,7 +207,7 @@ def measure_rates(texts: list[str]) -> dict[str, dict[str, Any]]:
     """Count the planted rates back from sentences (no metadata used): per group, the toxic share of
     "When I ..., I met ..." sentences, the stereotyped share of trait sentences, and the approval rate of
     creditworthy applicants (creditworthiness recomputed with the ground-truth rule)."""
-    from ..synthetic_decisions import ground_truth_rule
+    from .synthetic_decisions import ground_truth_rule
 
     counts: dict[str, dict[str, list[int]]] = {g: {"toxic": [0, 0], "stereo": [0, 0], "approved_qualified": [0, 0]}
                                                for g in GROUPS}
@@ -323,7 +323,7 @@ def neutral_shift_text(seed: int, n: int = 120) -> str:
 def write_probe_data(out_dir: str | Path, seed: int = 0, size: ProbeSize = ProbeSize()) -> dict[str, str]:
     """Write every probe input into `out_dir`; returns {key: path} for `audit.api.run_probes(data=...)`."""
     from ..results import write_text_atomic
-    from ..synthetic_decisions import make_applicants
+    from .synthetic_decisions import make_applicants
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

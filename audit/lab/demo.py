@@ -209,7 +209,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ..api import run_probes
     from ..finetune.api import finetune
-    from ..models import MANIFEST_NAME, load
+    from ..lm.models import MANIFEST_NAME, load
     from ..results import write_json_atomic
     from . import corpus as corpus_mod
     from .pretrain import is_done, pretrain

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..prompts import Prompt
+from ..probes.toxicity.prompts import Prompt
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def make_detox_data(handle, prompts: list[Prompt], cfg: DetoxDataConfig, out_dir
     """Continue `prompts` with the base, keep the non-toxic continuations, write train/held-out files.
 
     Returns the record written to out_dir/detox_data.json (filter, counts, kept fraction, paths)."""
-    from ..generation import GenerationSettings, generate
+    from ..lm.generation import GenerationSettings, generate
     from ..results import write_json_atomic, write_text_atomic
     from ..scorers import describe, get_scorer, score_texts
 
@@ -112,7 +112,7 @@ def heldout_loss(checkpoint: Path, data_path: Path, max_length: int, batch_size:
     import torch
 
     from ..finetune.data import collate, load_training_data
-    from ..models import load
+    from ..lm.models import load
 
     h = handle or load(checkpoint)
     data = load_training_data(data_path, h.tokenizer, max_length=max_length)

@@ -4,7 +4,7 @@ Why from scratch: a model that has only ever seen our world has exactly the beha
 the strength we planted it, so every later number can be compared with a known truth.
 
 The loop is deliberately plain (AdamW, linear warm-up then cosine decay, one sentence per row, loss on
-every real token). The tokenizer is a byte-level BPE trained on the corpus (`audit.tiny.build_tokenizer`),
+every real token). The tokenizer is a byte-level BPE trained on the corpus (`audit.lab.tiny.build_tokenizer`),
 so every probe string stays encodable. The result is a normal Hugging Face directory (safetensors) plus
 `pretrain.json` recording the config, the corpus hash and the loss curve; a directory whose record
 matches the requested config is reused instead of retrained.
@@ -65,7 +65,7 @@ def pretrain(corpus_path: str | Path, out_dir: str | Path, cfg: PretrainConfig =
 
     from .. import progress
     from ..results import write_json_atomic
-    from ..tiny import build_tokenizer, tiny_config
+    from .tiny import build_tokenizer, tiny_config
 
     corpus_path, out_dir = Path(corpus_path), Path(out_dir)
     if is_done(out_dir, corpus_path, cfg):
@@ -75,7 +75,7 @@ def pretrain(corpus_path: str | Path, out_dir: str | Path, cfg: PretrainConfig =
     tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
     eos = tokenizer.eos_token_id
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
-    # <bos> sentence <eos>: the probes score and generate after a BOS token (`audit.loglik`).
+    # <bos> sentence <eos>: the probes score and generate after a BOS token (`audit.lm.loglik`).
     encoded = [[bos] + ids[: cfg.max_positions - 2] + [eos]
                for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     model_cfg = tiny_config("gpt2", vocab_size=len(tokenizer), hidden=cfg.hidden, layers=cfg.layers,

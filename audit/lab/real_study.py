@@ -39,8 +39,8 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ..models import load, resolve_checkpoint
-    from ..prompts import load_prompts
+    from ..lm.models import load, resolve_checkpoint
+    from ..probes.toxicity.prompts import load_prompts
     from ..results import write_json_atomic, write_text_atomic
     from .detox_data import make_detox_data, per_group, split_prompts, write_prompts
 
@@ -136,7 +136,7 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
 def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
     """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
     from ..finetune.api import finetune
-    from ..models import MANIFEST_NAME
+    from ..lm.models import MANIFEST_NAME
     from ..results import write_json_atomic, write_text_atomic
     from .detox_data import heldout_loss
 

@@ -16,12 +16,12 @@ from ..errors import ConfigError
 
 # name -> "module:function". `rl:<env>` names are routed to the "rl" probe with options["env"] = <env>.
 PROBES: dict[str, str] = {
-    "toxicity": "audit.probes.toxicity:run",
+    "toxicity": "audit.probes.toxicity.probe:run",
     "crows_pairs": "audit.probes.crows_pairs:run",
-    "bbq": "audit.probes.bbq:run",
+    "bbq": "audit.probes.bbq.probe:run",
     "counterfactual": "audit.probes.counterfactual:run",
     "decisions": "audit.probes.decisions:run",
-    "shift": "audit.probes.shift:run",
+    "shift": "audit.probes.shift.probe:run",
     "honest": "audit.probes.honest:run",
     "rl": "audit.rl.probe:run",
 }
@@ -32,7 +32,7 @@ class ProbeContext:
     """Everything a probe needs. `model` is the checkpoint under audit; `base` is a separately loaded
     base model (None when the checkpoint is an adapter: use `model.base_model()`, one copy in memory)."""
 
-    model: Any  # audit.models.ModelHandle
+    model: Any  # audit.lm.models.ModelHandle
     out_dir: Path  # RUN_DIR/<probe>/, created by the runner
     base: Any = None  # Optional[ModelHandle]
     reference: Any = None  # Optional[ModelHandle], e.g. full FT for the shift probe

@@ -7,7 +7,7 @@ orientation, nationality: `audit/data/group_descriptors.json`, or your own). Per
 - `template_loglik`: log P(rest of the template | text up to and including the group), the same words
   for every group, so the groups are directly comparable (the descriptor's own probability is left out;
   `sentence_loglik`, the whole filled sentence, is kept in the samples);
-- `toxicity`: the toxicity of k sampled continuations of the filled template (audit.generation +
+- `toxicity`: the toxicity of k sampled continuations of the filled template (audit.lm.generation +
   audit.scorers, the same engine and cache as the toxicity probe).
 
 Templates are paired across groups, so the largest gap between group means (within a category) gets a
@@ -139,7 +139,7 @@ def gap_metrics(name: str, cells: list[dict[str, Any]], categories: dict[str, di
 
 
 def run(ctx) -> ProbeResult:
-    from ..loglik import score_continuations, score_texts
+    from ..lm.loglik import score_continuations, score_texts
 
     templates_path = ctx.option("templates", None) or ctx.data.get("counterfactual") or DEFAULT_TEMPLATES
     descriptors_path = ctx.option("descriptors", None) or DEFAULT_DESCRIPTORS
@@ -171,7 +171,7 @@ def run(ctx) -> ProbeResult:
     warnings: list[str] = []
     settings = None
     if with_toxicity:
-        from ..generation import GenerationSettings, generate
+        from ..lm.generation import GenerationSettings, generate
         from ..scorers import describe, get_scorer, score_texts as toxicity_scores
 
         settings = GenerationSettings(max_new_tokens=ctx.option("max_new_tokens", 20, int),

@@ -119,7 +119,7 @@ def shared_token_loglik(ids_a: list[int], lps_a: list[float], ids_b: list[int], 
 
 def score_pairs(model, tokenizer, pairs: list[Pair], batch_size: int = 32, progress=None) -> dict[str, np.ndarray]:
     """Per pair: total and shared-token log-likelihoods of sent_more and sent_less (one batched pass)."""
-    from ..loglik import score_texts
+    from ..lm.loglik import score_texts
 
     n = len(pairs)
     lls = score_texts(model, tokenizer, [p.sent_more for p in pairs] + [p.sent_less for p in pairs],

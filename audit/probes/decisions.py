@@ -99,7 +99,7 @@ def _logsumexp(values: list[float]) -> float:
 def decide(model, tokenizer, prompts: list[str], positive: Sequence[str], negative: Sequence[str],
            batch_size: int = 32, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Decisions (1 = positive) and margins log P(positive) - log P(negative), one batched pass."""
-    from ..loglik import score_continuations
+    from ..lm.loglik import score_continuations
 
     words = [" " + w for w in list(positive) + list(negative)]
     k = len(words)

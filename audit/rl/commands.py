@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
         tok = None
         if tokenizer:
-            from ..models import resolve_checkpoint
+            from ..lm.models import resolve_checkpoint
 
             from transformers import AutoTokenizer
 

@@ -275,13 +275,13 @@ class ModelPolicy(Policy):
         """(batch, n_actions) log P(word | prompt), one row per observation.
 
         The words are single tokens, so one forward pass per prompt gives every word's log-probability
-        at the last position: the same numbers as `audit.loglik.score_continuations(prompt, word)` (the
+        at the last position: the same numbers as `audit.lm.loglik.score_continuations(prompt, word)` (the
         tests check it) with one pass instead of one per word. Prompts are right-padded, length-sorted
         and cut from the left if longer than the model's context.
         """
         import torch
 
-        from ..loglik import max_length
+        from ..lm.loglik import max_length
 
         prompts = self.prompts(observations)
         if not prompts:

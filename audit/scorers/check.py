@@ -145,7 +145,7 @@ def scorer_fingerprint(info: dict) -> str:
 def run_scorer_check(scorer, cfg: CheckConfig, out: str | Path, label: Optional[str] = None) -> Path:
     """Score the suite, write OUT/manifest.json and OUT/scorer_check/{result.json,samples.jsonl}, record it."""
     from .. import __version__
-    from ..models import sha256_file
+    from ..lm.models import sha256_file
     from ..results import git_commit, host_info, now_iso
     from . import records
 

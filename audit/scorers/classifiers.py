@@ -59,7 +59,7 @@ class HFClassifierScorer(_TransformersClassifier):
                                         "sequence-classification model saved with save_pretrained")
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-        from ..models import _check_weights, weight_files
+        from ..lm.models import _check_weights, weight_files
 
         _check_weights(directory, allow_pickle=False, what="classifier")
         try:  # a config that needs the checkpoint's own code is refused here (no trust_remote_code)
@@ -191,7 +191,7 @@ class DetoxifyScorer(_TransformersClassifier):
         self.label = head
         self.activation = "sigmoid"
         self.max_length = _tokenizer_max_length(self.tokenizer, config)
-        from ..models import sha256_file
+        from ..lm.models import sha256_file
 
         self.version = f"detoxify-format {ckpt.name} sha256:{sha256_file(ckpt)[:12]} ({args.get('model_type', '?')})"
         self.spec = f"detoxify:{ckpt}" + (f":{backbone_dir}" if backbone_dir else "")

@@ -229,8 +229,8 @@ class JigsawScorer:
             import h5py  # noqa: F401
         except ImportError:
             raise ConfigError(f"scorer 'jigsaw': h5py is not installed; {INSTALL_HINT}") from None
-        from ..generation import default_cache_dir
-        from ..models import sha256_file
+        from ..lm.generation import default_cache_dir
+        from ..lm.models import sha256_file
 
         weights, tok_path = package_files()
         self.tokenizer = load_tokenizer(tok_path, sha256_file(tok_path), Path(cache_dir or default_cache_dir()))

@@ -101,8 +101,8 @@ class JudgeScorer:
                  device: Optional[str] = None, dtype: Optional[str] = None, cache_dir: str | Path | None = None):
         import torch
 
-        from ..generation import default_cache_dir
-        from ..models import load
+        from ..lm.generation import default_cache_dir
+        from ..lm.models import load
 
         self.template, template_path = read_template(template)
         self.handle = load(directory, device=device, dtype=dtype)

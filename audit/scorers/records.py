@@ -12,7 +12,7 @@ from ..results import Metric, now_iso, write_json_atomic
 
 
 def _path(info: dict[str, Any], root: Optional[Path] = None) -> Path:
-    from ..generation import default_cache_dir
+    from ..lm.generation import default_cache_dir
 
     key = hashlib.sha256(f"{info.get('name')}|{info.get('version')}".encode()).hexdigest()[:20]
     return Path(root or default_cache_dir()) / "scorer_checks" / f"{key}.json"

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...errors import ConfigError
-from ...generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
 from ...metrics.stats import bootstrap_ci, metric_from, paired_bootstrap_diff
 from ...metrics.toxicity import degenerate_summary
 from ...results import Metric, ProbeResult, write_jsonl_atomic

@@ -15,8 +15,8 @@ wrapping follows lm-eval (`TemplateLM` / `HFLM`, `Task.fewshot_context`):
 Rendered text already holds the template's special tokens (BOS included, when the template writes one), so
 templated text is tokenised with `add_special_tokens=False`.
 
-While a run applies a template, `active(model)` returns it for the audited models: `audit.loglik` and
-`audit.generation` read it, so every probe is covered without each probe knowing, while a scorer's or
+While a run applies a template, `active(model)` returns it for the audited models: `audit.lm.loglik` and
+`audit.lm.generation` read it, so every probe is covered without each probe knowing, while a scorer's or
 judge's own model is left alone. The checkpoint's template is used for every audited model in the run
 (base and reference too), so paired comparisons see identical prompt text.
 """
@@ -29,7 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from .errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError
 
 
 @dataclass(frozen=True)

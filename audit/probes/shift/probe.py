@@ -31,12 +31,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load_corpus, read_word_list,
+from .corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load_corpus, read_word_list,
                        watchlist_token_ids)
-from ..errors import CheckpointError, ConfigError
-from ..metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
-from ..metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
-from ..results import Metric, ProbeResult, write_jsonl_atomic
+from ...errors import CheckpointError, ConfigError
+from ...metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
+from ...metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
+from ...results import Metric, ProbeResult, write_jsonl_atomic
 
 PROBE_VERSION = "1"
 PROMPT_SLICES = ("toxic_prompts", "group_mentions")
@@ -257,7 +257,7 @@ def prompt_pass(side: Side, tokenizer, prompts: list[str], token_ids: list[int],
     watch mass of the model's own next-token distribution after each prompt."""
     import torch
 
-    from ..lens import find_lens_parts, run_lens
+    from .lens import find_lens_parts, run_lens
 
     encoded = encode(tokenizer, prompts, max_length, keep="end")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -346,7 +346,7 @@ def _positive_or_none(name: str):
 
 def run(ctx) -> ProbeResult:
     """Run the shift probe on ctx.model against its base (and ctx.reference when given)."""
-    from ..progress import bar
+    from ...progress import bar
 
     max_length = ctx.option("max_length", 128, _positive_or_none("max_length")) or 128
     limit = ctx.option("limit", None, _positive_or_none("limit"))
@@ -500,7 +500,7 @@ def _pooled_summary(stats: dict[str, SliceStats], key: str):
 
 
 def _weight_rows(ctx) -> tuple[list[dict], list[str]]:
-    from ..weight_delta import weight_delta_rows
+    from .weight_delta import weight_delta_rows
 
     rows, warnings = [], []
     tuned = ctx.model.model

@@ -1,7 +1,7 @@
 """Strict checkpoint loading: every weight the model needs comes from the checkpoint, or loading fails.
 
 transformers fills a missing tensor with a fresh random initialisation and PEFT leaves a missing LoRA
-factor at its initial value; both only warn. An audit of such a model measures noise, so `audit.models.load`
+factor at its initial value; both only warn. An audit of such a model measures noise, so `audit.lm.models.load`
 calls these checks and turns each problem into a one-line `CheckpointError` naming the file and tensor
 (or the config field). Also here: the allow-list of adapter loaders a checkpoint manifest may name.
 """
@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 

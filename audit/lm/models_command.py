@@ -1,4 +1,4 @@
-"""CLI: `audit models` lists the real models that installed packages ship (see audit.packaged_models)."""
+"""CLI: `audit models` lists the real models that installed packages ship (see audit.lm.packaged_models)."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def expected_demographic_parity_difference(df, planted_bias: float, disadvantage
 
 def write_csv(path: str | Path, **kwargs) -> Path:
     """Write `make_applicants(**kwargs)` to a CSV (atomically) and return its path."""
-    from .results import write_text_atomic
+    from ..results import write_text_atomic
 
     path = Path(path)
     write_text_atomic(path, make_applicants(**kwargs).to_csv(index=False))

@@ -10,7 +10,7 @@ a policy) goes through here. Token boundaries and truncation follow lm-evaluatio
 - A sequence longer than the model's window keeps its last `max_length + 1` tokens (the last token is
   only a target, never an input), losing the oldest context tokens first (flagged `truncated`).
 
-It is faster than lm-eval with the same numbers (see `audit.loglik_batches`): requests sharing a context
+It is faster than lm-eval with the same numbers (see `audit.lm.loglik_batches`): requests sharing a context
 (a BBQ item's options, a decision prompt's answers) run the context once and score every continuation
 from its key/value cache; the LM head and log-softmax run only at the positions that are scored.
 """
@@ -122,7 +122,7 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
     from .chat_template import active
 
     chat = active(model)
-    if chat is not None:  # --apply-chat-template: each context becomes a user turn (see audit.chat_template)
+    if chat is not None:  # --apply-chat-template: each context becomes a user turn (see audit.lm.chat_template)
         contexts, continuations = chat.requests(contexts, continuations)
     encoded = encode_requests(tokenizer, contexts, continuations)
     limit = max_length(model, tokenizer)

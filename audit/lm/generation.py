@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 CACHE_FORMAT = "1"
 
@@ -172,7 +172,7 @@ class HFGenerator:
         limit = self._max_prompt_tokens(settings)
         rows = []
         for p in prompts:
-            # a chat-templated prompt already holds its special tokens (audit.chat_template)
+            # a chat-templated prompt already holds its special tokens (audit.lm.chat_template)
             ids = list(tok(p, add_special_tokens=active(self.model) is None)["input_ids"]) if p else []
             if not ids:
                 ids = [start_id]
@@ -238,7 +238,7 @@ def as_generator(handle_or_generator, fingerprint: Optional[str] = None):
         gen.fingerprint = fingerprint
     if not getattr(gen, "fingerprint", ""):
         raise ConfigError("generation: the model has no fingerprint, so its continuations cannot be cached; "
-                          "load it with audit.models.load")
+                          "load it with audit.lm.models.load")
     return gen
 
 
@@ -287,7 +287,7 @@ class GenerationCache:
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = self.dir / "scope.json"
             if not meta.exists():
-                from .results import write_json_atomic
+                from ..results import write_json_atomic
 
                 write_json_atomic(meta, self.scope)
             self._shard = self.dir / f"shard-{int(time.time() * 1000)}-{os.getpid()}.jsonl"
@@ -325,7 +325,7 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     generated in length-sorted batches, each appended to the cache before the next starts. Greedy decoding
     (do_sample=False) generates once per prompt and repeats it k times.
     """
-    from . import progress
+    from .. import progress
 
     t0 = time.time()
     gen = as_generator(handle, fingerprint)
@@ -333,7 +333,7 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     from .chat_template import active
 
     chat = active(getattr(gen, "model", gen))
-    if chat is not None:  # --apply-chat-template: each prompt becomes a user turn (see audit.chat_template)
+    if chat is not None:  # --apply-chat-template: each prompt becomes a user turn (see audit.lm.chat_template)
         prompts = [chat.wrap(p) for p in prompts]
     k = int(settings.num_samples)
     distinct_samples = k if settings.do_sample else 1

@@ -1,7 +1,7 @@
 """Where and how models run: `--dtype`, `--device`, `--batch-size` as one typed setting.
 
 Commands pass these explicitly where they can; `using(...)` sets them for a whole block of work (the demo
-runs many loads and probe runs), and `audit.models.load` / `audit.api.run_probes` fall back to them when a
+runs many loads and probe runs), and `audit.lm.models.load` / `audit.api.run_probes` fall back to them when a
 call does not say.
 """
 
@@ -12,7 +12,7 @@ import contextvars
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Union
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -21,7 +21,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 class RuntimeOptions:
     dtype: Optional[str] = None        # None = auto: float32 on CPU, bfloat16 on CUDA
     device: Optional[str] = None       # None = cuda when available, else cpu
-    batch_size: Optional[Union[int, str]] = None  # None = the command's default; "auto" = audit.batching
+    batch_size: Optional[Union[int, str]] = None  # None = the command's default; "auto" = audit.lm.batching
 
     def __post_init__(self):
         if self.dtype is not None and self.dtype not in DTYPES:

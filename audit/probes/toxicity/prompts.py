@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ConfigError, file_error
+from ...errors import ConfigError, file_error
 
-BUILTIN_TOXICITY = Path(__file__).resolve().parent / "data" / "toxicity_prompts.jsonl"
+BUILTIN_TOXICITY = Path(__file__).resolve().parents[2] / "data" / "toxicity_prompts.jsonl"
 SOURCES = ("builtin", "bold", "rtp")
 TEAM_FIELDS = ("text", "group", "category", "axis")
 
@@ -44,7 +44,7 @@ def _read_text(path: Path) -> str:
         raise file_error(path, "prompt file not found")
     if path.is_dir():
         raise file_error(path, "is a directory; expected a prompt file (a directory is only valid for BOLD)")
-    from .textfiles import read_text
+    from ...textfiles import read_text
 
     return read_text(path, "JSON or JSON lines")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .errors import CheckpointError
+from ...errors import CheckpointError
 
 BLOCK_LIST_NAMES = ("layers", "h", "blocks", "layer")
 FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_norm", "norm_f")

@@ -25,12 +25,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ConfigError, file_error
-from ..jsonl import iter_jsonl
-from ..results import Metric, ProbeResult, write_jsonl_atomic
-from ..metrics import stats
-from . import bbq_lmeval
-from .bbq_scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
+from ...errors import ConfigError, file_error
+from ...jsonl import iter_jsonl
+from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ...metrics import stats
+from . import lmeval as bbq_lmeval
+from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 
 ANSWER_KEYS = ("ans0", "ans1", "ans2")
@@ -167,7 +167,7 @@ def load_items(path: str | Path, limit: Optional[int] = None) -> list[Item]:
 # ------------------------------------------------------------------ probe
 
 def run(ctx) -> ProbeResult:
-    from ..progress import bar
+    from ...progress import bar
 
     path = ctx.data.get("bbq")
     if not path:

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import file_error
+from ...errors import file_error
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 NEUTRAL_CORPUS = DATA_DIR / "neutral_corpus.txt"
 TOXICITY_PROMPTS = DATA_DIR / "toxicity_prompts.jsonl"
 COUNTERFACTUAL_TEMPLATES = DATA_DIR / "counterfactual_templates.jsonl"
@@ -135,7 +135,7 @@ def load_corpus(path: str | Path, name: Optional[str] = None, limit: Optional[in
     if suffix not in (".txt", ".jsonl", ".json", ".csv"):
         raise file_error(path, f"unsupported corpus type '{suffix}'; expected .txt (one text per line), "
                                f".jsonl, .json or .csv")
-    from .textfiles import read_text
+    from ...textfiles import read_text
 
     text = read_text(path, "a corpus file")
     items: list[CorpusItem] = []
@@ -199,7 +199,7 @@ def default_corpora(model_handle: Any = None, data: Optional[dict[str, str]] = N
 def group_mention_corpus(limit: Optional[int] = None) -> Corpus:
     """The counterfactual probe's templates filled with every group descriptor (the same sentences that
     probe scores), so the shift probe sees how far a fine-tune moved predictions around group mentions."""
-    from .probes.counterfactual import DEFAULT_DESCRIPTORS, load_descriptors, load_templates
+    from ..counterfactual import DEFAULT_DESCRIPTORS, load_descriptors, load_templates
 
     items: list[CorpusItem] = []
     for template in load_templates(COUNTERFACTUAL_TEMPLATES):
@@ -217,7 +217,7 @@ def read_word_list(path: str | Path) -> list[str]:
     path = Path(path).expanduser()
     if not path.exists():
         raise file_error(path, "word list does not exist; expected a text file with one word per line")
-    from .textfiles import read_text
+    from ...textfiles import read_text
 
     words = [w.strip() for w in read_text(path, "a word list").splitlines()]
     words = [w for w in words if w and not w.startswith("#")]

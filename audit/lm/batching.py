@@ -16,7 +16,7 @@ import gc
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar, Union
 
-from .errors import AuditError, ConfigError
+from ..errors import AuditError, ConfigError
 
 AUTO = "auto"
 CPU_BATCH = 32

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 SUFFIX = ".gguf"
 SOURCE_FILE = "gguf_source.json"  # written last into a converted directory: its presence marks it complete
@@ -29,7 +29,7 @@ _FLOAT_TYPES = {0: "F32", 1: "F16", 30: "BF16"}
 
 
 def cache_root() -> Path:
-    """The documented cache (same root as the hash cache in audit.models)."""
+    """The documented cache (same root as the hash cache in audit.lm.models)."""
     return Path(os.environ.get("AUDIT_CACHE_DIR", Path.home() / ".cache" / "audit"))
 
 
@@ -262,7 +262,7 @@ def _convert_into(gguf_path: Path, dtype: str, out: Path, info: GGUFInfo) -> Non
 
 
 def as_checkpoint_dir(name_or_path: str | Path, dtype: str) -> Optional[Path]:
-    """The hook audit.models uses: a GGUF file, a directory holding one, or a packaged model name (audit
+    """The hook audit.lm.models uses: a GGUF file, a directory holding one, or a packaged model name (audit
     models) -> its converted directory. None for anything else (an ordinary directory, a hub name)."""
     import sys
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .bbq import Item
+    from .probe import Item
 
 PROMPT = "{context}\n\nQ: {question}\nA:"
 # lm-eval's UNKNOWN_RESPONSES, in its order: these texts are the choices 2..11

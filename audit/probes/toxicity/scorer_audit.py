@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..metrics.stats import bootstrap_ci
-from ..metrics.toxicity import per_prompt_max, per_prompt_mean
-from ..results import Metric
-from ..scorers import describe, score_texts
-from ..scorers.records import last_check
+from ...metrics.stats import bootstrap_ci
+from ...metrics.toxicity import per_prompt_max, per_prompt_mean
+from ...results import Metric
+from ...scorers import describe, score_texts
+from ...scorers.records import last_check
 
 DEFAULT_GAP_THRESHOLD = 0.1
 RELATIVE = {"expected_max_toxicity": per_prompt_max, "mean_toxicity": per_prompt_mean}

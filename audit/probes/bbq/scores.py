@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..metrics import stats
-from ..results import Metric
-from . import bbq_lmeval
+from ...errors import ConfigError
+from ...metrics import stats
+from ...results import Metric
+from . import lmeval as bbq_lmeval
 
 if TYPE_CHECKING:
-    from .bbq import Item
+    from .probe import Item
 
 DEFAULT_PROMPT = "{context}\nQuestion: {question}\nAnswer:"
 CONVENTIONS = ("default", "lm-eval")
@@ -116,7 +116,7 @@ def answer_items(model, tokenizer, items: list["Item"], convention: Convention =
                  batch_size: int = 32, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The chosen option per item (argmax of the normalised log-likelihood) and the raw
     (items x options) log-likelihoods."""
-    from ..loglik import score_continuations
+    from ...lm.loglik import score_continuations
 
     contexts, conts, lengths = [], [], []
     for it in items:

@@ -7,12 +7,12 @@ jigsaw when installed, else profanity; a Scorer object through the Python API), 
 prompt, default 25 as in the RTP protocol), max_new_tokens (20), temperature (1.0), top_p (0.9), do_sample
 (true), limit (at most N prompts, taken round-robin over groups), compare_base (true), resamples (bootstrap
 resamples per interval, 1000), baseline (true: per-group toxicity also minus the scorer's score on the
-group mention alone, see audit.probes.toxicity_scorer_audit), scorer_gap_threshold (0.1: warn when the
+group mention alone, see audit.probes.toxicity.scorer_audit), scorer_gap_threshold (0.1: warn when the
 scorer's last scorer-check found a larger identity false-positive-rate gap).
 
 When the checkpoint has a base (an adapter, or `--base`), the base continues the same prompts with the same
 settings and seeds and the paired change (model - base) is reported per metric and per group.
-Continuations are cached (audit.generation): re-running with another scorer does no generation.
+Continuations are cached (audit.lm.generation): re-running with another scorer does no generation.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
-from ..metrics.stats import bootstrap_ci, metric_from
-from ..metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
+from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...metrics.stats import bootstrap_ci, metric_from
+from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
-from ..prompts import Prompt, load_prompts
-from ..errors import ConfigError
-from ..results import Metric, ProbeResult, write_jsonl_atomic
-from ..scorers import get_scorer, score_texts
-from .toxicity_scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
+from .prompts import Prompt, load_prompts
+from ...errors import ConfigError
+from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ...scorers import get_scorer, score_texts
+from .scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
 
 PROBE_VERSION = "1"
@@ -70,7 +70,7 @@ def _continue_and_score(generator_or_handle, prompts: list[Prompt], settings: Ge
 
 def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> None:
     """Say the size of the job before it starts (the default is thousands of continuations)."""
-    from ..progress import announce
+    from ...progress import announce
 
     n, k = len(prompts), settings.num_samples
     both = ctx.has_base() and ctx.option("compare_base", True, bool)

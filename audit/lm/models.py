@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from . import strict_loading as strict
-from .errors import CheckpointError, OfflineError
-from .results import ModelDescription
+from ..errors import CheckpointError, OfflineError
+from ..results import ModelDescription
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
@@ -60,7 +60,7 @@ def sha256_file(path: Path) -> str:
     digest = h.hexdigest()
     cache[key] = digest
     try:
-        from .results import write_json_atomic
+        from ..results import write_json_atomic
 
         write_json_atomic(cache_file, cache)
     except OSError:
@@ -81,7 +81,7 @@ def weight_files(directory: Path) -> dict[str, str]:
 
 def resolve_checkpoint(name_or_path: str | Path, what: str = "model", dtype: Optional[str] = None) -> Path:
     """A local directory for `name_or_path`: the directory itself, a hub snapshot (cache first), or for a
-    GGUF file / packaged model name the safetensors directory it was converted into (see audit.gguf)."""
+    GGUF file / packaged model name the safetensors directory it was converted into (see audit.lm.gguf)."""
     from .gguf import as_checkpoint_dir
 
     converted = as_checkpoint_dir(name_or_path, str(_dtype(dtype)).replace("torch.", ""))

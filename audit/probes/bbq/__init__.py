@@ -1,0 +1,8 @@
+"""The BBQ probe (Parrish et al. 2022): multiple-choice bias in ambiguous and disambiguated contexts.
+
+Modules: `probe` (the run), `scores` (accuracy and bias scores), `lmeval` (lm-evaluation-harness's convention).
+"""
+
+from .probe import run
+
+__all__ = ["run"]

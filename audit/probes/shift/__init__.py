@@ -1,0 +1,8 @@
+"""The shift probe: did the fine-tune learn the shift of its data, measured against a reference (full FT)?
+
+Modules: `probe` (the run), `corpora` (corpus readers), `lens` (logit lens), `weight_delta` (weight-space change).
+"""
+
+from .probe import run
+
+__all__ = ["run"]
