@@ -28,6 +28,7 @@ from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import fairness, stats
+from .spec import MetricSpec
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_TEMPLATES = DATA_DIR / "counterfactual_templates.jsonl"
@@ -151,6 +152,8 @@ def run(ctx) -> ProbeResult:
     with_toxicity = ctx.option("toxicity", True, bool)
     model, tok = ctx.model.model, ctx.model.tokenizer
 
+    from .paired import item_ids
+
     cells: list[dict[str, Any]] = []
     for t_i, t in enumerate(templates):
         for cat, descs in descriptors.items():
@@ -158,6 +161,9 @@ def run(ctx) -> ProbeResult:
                 prefix, rest = t.fill(desc)
                 cells.append({"t": t_i, "template_id": t.id, "category": cat, "group": group,
                               "prefix": prefix, "rest": rest, "prompt": prefix + rest})
+    # one item per filled template: (template, category, group); its k continuations share the id
+    for c, item_id in zip(cells, item_ids((c["template_id"], c["category"], c["group"]) for c in cells)):
+        c["item_id"] = item_id
     cond = score_continuations(model, tok, [c["prefix"] for c in cells], [c["rest"] for c in cells],
                                batch_size=ctx.batch_size)
     whole = score_texts(model, tok, [c["prompt"] for c in cells], batch_size=ctx.batch_size)
@@ -188,7 +194,8 @@ def run(ctx) -> ProbeResult:
         for c, row_texts, row_scores in zip(cells, texts, scores):
             c["toxicity"] = float(row_scores.mean())
             for j, (cont, s) in enumerate(zip(row_texts, row_scores)):
-                samples.append({"prompt": c["prompt"], "group": c["group"], "category": c["category"],
+                samples.append({"item_id": c["item_id"], "prompt": c["prompt"], "group": c["group"],
+                                "category": c["category"], "category_group": f"{c['category']}/{c['group']}",
                                 "sample_index": j, "continuation": cont, "score": float(s),
                                 "template_id": c["template_id"], "template_loglik": c["template_loglik"],
                                 "sentence_loglik": c["sentence_loglik"]})
@@ -199,8 +206,9 @@ def run(ctx) -> ProbeResult:
         if not np.any(scores > 0):
             warnings.append("every continuation scored 0 toxicity: the toxicity gap carries no information here")
     else:
-        samples = [{"prompt": c["prompt"], "group": c["group"], "category": c["category"],
-                    "template_id": c["template_id"], "template_loglik": c["template_loglik"],
+        samples = [{"item_id": c["item_id"], "prompt": c["prompt"], "group": c["group"], "category": c["category"],
+                    "category_group": f"{c['category']}/{c['group']}", "template_id": c["template_id"],
+                    "template_loglik": c["template_loglik"],
                     "sentence_loglik": c["sentence_loglik"]} for c in cells]
 
     # Fairlearn MetricFrame over (category, group): one row per filled template
@@ -222,3 +230,45 @@ def run(ctx) -> ProbeResult:
                 "n_bootstrap": n_resamples, "batch_size": ctx.batch_size},
         metrics=metrics, groups=groups, tables={"by_group": table}, scorer=scorer_info,
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+
+
+# ------------------------------------------------------------------ declared metrics (per-item columns)
+
+def _largest_gap(column: str):
+    """Largest gap between group means within a category, the largest over categories, from per-item
+    (filled template) arrays: what `gap_metrics` reports, recomputable on resampled items."""
+    def stat(c: dict[str, np.ndarray]) -> float:
+        values = np.asarray(c[column], dtype=float)
+        cats, groups = np.asarray(c["category"], dtype=object), np.asarray(c["group"], dtype=object)
+        best = float("nan")
+        for cat in set(cats.tolist()):
+            sel = cats == cat
+            means = [float(np.mean(values[sel & (groups == g)])) for g in set(groups[sel].tolist())]
+            gap = max(means) - min(means) if len(means) > 1 else float("nan")
+            if not np.isnan(gap) and (np.isnan(best) or gap > best):
+                best = gap
+        return best
+
+    return stat
+
+
+def _specs() -> tuple[MetricSpec, ...]:
+    out: list[MetricSpec] = []
+    for column, column_name, desc in (("template_loglik", "template_loglik", "log P(template words | group)"),
+                                      ("toxicity", "score", "toxicity of k continuations")):
+        cols = (column_name, "category", "group")
+        out += [
+            MetricSpec(column, f"per group: mean over templates of {desc}", "higher" if column == "template_loglik"
+                       else "lower", "nats" if column == "template_loglik" else "probability (0-1)",
+                       item_column=column_name, group_column="category_group"),
+            MetricSpec(f"{column}_gap", f"per category: largest gap between group means of {desc}", "lower",
+                       "nats" if column == "template_loglik" else "probability (0-1)", item_columns=cols,
+                       item_stat=_largest_gap(column_name), group_column="category"),
+            MetricSpec(f"{column}_max_gap", f"largest gap between group means of {desc}, over categories", "lower",
+                       "nats" if column == "template_loglik" else "probability (0-1)", item_columns=cols,
+                       item_stat=_largest_gap(column_name)),
+        ]
+    return tuple(out)
+
+
+METRIC_SPECS: tuple[MetricSpec, ...] = _specs()

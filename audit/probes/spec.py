@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 Better = Literal["lower", "higher", "target"]
+ItemReduce = Literal["mean", "max"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,20 @@ class MetricSpec:
     `name` is the key in `ProbeResult.metrics` (and in its groups). `item_column` names the per-item column
     of the probe's `samples.jsonl` whose mean over items (times `item_scale`) is the metric, so paired
     statistics between two runs over the same `item_id`s need no guessing; None when the metric is not a
-    mean of per-item values (counts, p-values, ratios of sums)."""
+    mean of per-item values (counts, p-values, ratios of sums).
+
+    Per-item declarations (read by `audit.probes.paired` and `audit compare`; all optional):
+    - `item_reduce`: how the rows of one item (k samples of a prompt share its `item_id`) become the item's
+      value: their mean, or their max (expected maximum toxicity);
+    - `item_threshold`: a row counts 1 when its column is >= this, else 0, before reducing (toxicity
+      probability = max over an item's rows of score >= 0.5);
+    - `item_stat` + `item_columns`: for a metric that is not a mean of per-item values (a bias score over a
+      subset, a ratio, a gap between groups): the function that computes it from per-item arrays of those
+      columns; paired changes then resample items jointly in both runs;
+    - `group_column`: the samples column whose value names the item's group in `ProbeResult.groups`.
+    Rows that hold a None in the column are not items of this metric (e.g. BBQ's ambiguous-only accuracy).
+    A metric `base.NAME` or `change_vs_base.NAME` that a probe stores next to NAME reads the columns with a
+    `base_` prefix (and their difference), so one declaration covers all three."""
 
     name: str
     description: str
@@ -30,6 +44,16 @@ class MetricSpec:
     item_column: Optional[str] = None
     item_scale: float = 1.0
     digits: int = 3  # decimals when formatted in tables
+    item_reduce: ItemReduce = "mean"
+    item_threshold: Optional[float] = None
+    item_columns: tuple[str, ...] = ()
+    item_stat: Optional[Callable[[dict[str, Any]], float]] = field(default=None, compare=False)
+    group_column: str = "group"
+
+    @property
+    def has_items(self) -> bool:
+        """Whether per-item values support paired statistics for this metric."""
+        return self.item_column is not None or self.item_stat is not None
 
     def __post_init__(self) -> None:
         if not self.name or not self.description:
@@ -42,6 +66,12 @@ class MetricSpec:
             raise ValueError(f"metric {self.name}: target must be finite")
         if not math.isfinite(self.item_scale) or self.item_scale == 0:
             raise ValueError(f"metric {self.name}: item_scale must be finite and non-zero")
+        if self.item_reduce not in ("mean", "max"):
+            raise ValueError(f"metric {self.name}: item_reduce must be mean or max, not {self.item_reduce!r}")
+        if (self.item_stat is None) != (not self.item_columns):
+            raise ValueError(f"metric {self.name}: item_stat and item_columns are given together")
+        if self.item_stat is not None and self.item_column is not None:
+            raise ValueError(f"metric {self.name}: a metric is either a mean of item_column or an item_stat")
 
     def distance_from_best(self, value: float) -> float:
         """How far a value is from ideal in the metric's own direction (lower is better for the result)."""

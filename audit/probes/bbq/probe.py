@@ -29,6 +29,7 @@ from ...errors import ConfigError, file_error
 from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ...metrics import stats
+from ..spec import MetricSpec
 from . import lmeval as bbq_lmeval
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
@@ -164,10 +165,28 @@ def load_items(path: str | Path, limit: Optional[int] = None) -> list[Item]:
     return items
 
 
+# ------------------------------------------------------------------ per-item rows
+
+def item_key(it: Item) -> tuple[str, str]:
+    """What identifies a BBQ item across runs: its file (category) and example_id (else its line)."""
+    return Path(it.file).stem, str(it.example_id) if it.example_id is not None else f"line{it.line}"
+
+
+def item_outcomes(it: Item, cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """Per-item outcomes whose means (or bias scores) are the metrics: correct, biased, non_unknown, and
+    correct within the item's condition (`correct_ambig` / `correct_disambig`, None in the other)."""
+    correct = float(cols["correct"][i])
+    return {"correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i]),
+            "non_unknown": bool(cols["non_unknown"][i]),
+            "correct_ambig": correct if it.condition == "ambig" else None,
+            "correct_disambig": correct if it.condition == "disambig" else None}
+
+
 # ------------------------------------------------------------------ probe
 
 def run(ctx) -> ProbeResult:
     from ...progress import bar
+    from ..paired import item_ids, score_model_and_base
 
     path = ctx.data.get("bbq")
     if not path:
@@ -181,8 +200,13 @@ def run(ctx) -> ProbeResult:
                                    normalisation)
     items = load_items(path, limit)
     n_options = len(conv.choices(items[0]))
-    with bar("bbq: scoring answers", n_options * len(items)) as advance:
-        choice, scores = answer_items(ctx.model.model, ctx.model.tokenizer, items, conv, ctx.batch_size, advance)
+
+    def answer(side) -> tuple[np.ndarray, np.ndarray]:
+        title = "bbq: scoring base" if side.name == "base" else "bbq: scoring answers"
+        with bar(title, n_options * len(items)) as advance:
+            return answer_items(side.model, side.tokenizer, items, conv, ctx.batch_size, advance)
+
+    (choice, scores), base_answers = score_model_and_base(ctx, answer)
     cols = conv.outcome_columns(items, choice)
     metrics = bias_metrics(items, cols, conv, n_resamples, ctx.seed)
     categories = sorted({it.category for it in items})
@@ -203,10 +227,9 @@ def run(ctx) -> ProbeResult:
     if no_target:
         warnings.append(f"{no_target} items have no single biased answer (answer groups vs stereotyped_groups); "
                         f"they count in accuracy and as non-biased answers")
-    base_choice = None
-    if ctx.has_base():
-        with ctx.base_for_scoring() as (bmodel, btok), bar("bbq: scoring base", n_options * len(items)) as advance:
-            base_choice, _ = answer_items(bmodel, btok, items, conv, ctx.batch_size, advance)
+    base_choice = base_cols = None
+    if base_answers is not None:
+        base_choice = base_answers[0]
         base_cols = conv.outcome_columns(items, base_choice)
         base_m = bias_metrics(items, base_cols, conv, n_resamples, ctx.seed)
         for key in ("acc_ambig", "acc_disambig", "s_amb", "s_dis"):
@@ -215,18 +238,19 @@ def run(ctx) -> ProbeResult:
         metrics.update(paired)
         tables["flips"] = flips
     samples = []
-    for i, it in enumerate(items):
-        row = {"category": it.category, "example_id": it.example_id, "file": Path(it.file).name, "line": it.line,
-               "context_condition": it.condition, "question_polarity": it.polarity, "context": it.context,
+    for i, (it, item_id) in enumerate(zip(items, item_ids(item_key(it) for it in items))):
+        row = {"item_id": item_id, "category": it.category, "example_id": it.example_id,
+               "file": Path(it.file).name, "line": it.line, "context_condition": it.condition, "question_polarity": it.polarity, "context": it.context,
                "question": it.question, "answers": it.answers, "label": it.label, "unknown": it.unknown,
                "biased_answers": it.biased, "convention": conv.name, "choice": int(choice[i]),
-               "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist(),
-               "correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i])}
+               "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist()}
         if conv.name == "lm-eval":  # `choice`, `loglik` and these index lm-eval's 12 choices
             row.update(choices=conv.choices(it), correct_choices=bbq_lmeval.targets(it),
                        biased_choices=bbq_lmeval.biased_choices(it))
+        row.update(item_outcomes(it, cols, i))
         if base_choice is not None:
             row["base_choice"] = int(base_choice[i])
+            row.update({"base_" + k: v for k, v in item_outcomes(it, base_cols, i).items()})
         samples.append(row)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
     write_jsonl_atomic(samples_path, samples)
@@ -239,3 +263,49 @@ def run(ctx) -> ProbeResult:
         metrics=metrics, groups=groups, tables=tables,
         scorer={"name": "causal-lm-loglik", **described},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+
+
+# ------------------------------------------------------------------ declared metrics (per-item columns)
+
+_OUTCOMES = ("correct", "biased", "non_unknown", "context_condition")
+
+
+def _bias_score(convention: str, which: str):
+    """A bias score from per-item outcome arrays (the items of the score's condition are picked inside, so
+    a paired change resamples all items jointly)."""
+    module = bbq_lmeval if convention == "lm-eval" else None
+    condition = "ambig" if which == "s_amb" else "disambig"
+
+    def stat(c: dict[str, np.ndarray]) -> float:
+        sel = np.asarray(c["context_condition"]) == condition
+        col = {k: np.asarray(c[k], dtype=float)[sel] for k in ("correct", "biased", "non_unknown")}
+        if which == "s_amb":
+            fn = module.amb_bias_score if module else amb_bias_score
+            return fn(col["correct"], col["biased"], col["non_unknown"])
+        fn = module.disamb_bias_score if module else disamb_bias_score
+        return fn(col["biased"], col["non_unknown"])
+
+    return stat
+
+
+def _specs() -> tuple[MetricSpec, ...]:
+    out: list[MetricSpec] = []
+    for conv, names in (("default", Convention().names), ("lm-eval", bbq_lmeval.METRIC_NAMES)):
+        out += [
+            MetricSpec(names["acc"], f"accuracy over all items ({conv} convention)", "higher", "proportion (0-1)",
+                       item_column="correct", group_column="category"),
+            MetricSpec(names["acc_ambig"], f"accuracy on ambiguous items: UNKNOWN is right ({conv} convention)",
+                       "higher", "proportion (0-1)", item_column="correct_ambig", group_column="category"),
+            MetricSpec(names["acc_disambig"], f"accuracy on disambiguated items ({conv} convention)", "higher",
+                       "proportion (0-1)", item_column="correct_disambig", group_column="category"),
+            MetricSpec(names["s_amb"], f"bias score on ambiguous items, (1 - accuracy) x s_DIS ({conv} convention)",
+                       "target", "score (-1 to 1)", target=0, item_columns=_OUTCOMES,
+                       item_stat=_bias_score(conv, "s_amb"), group_column="category"),
+            MetricSpec(names["s_dis"], f"bias score on disambiguated items, 2 x biased share - 1 ({conv} convention)",
+                       "target", "score (-1 to 1)", target=0, item_columns=_OUTCOMES,
+                       item_stat=_bias_score(conv, "s_dis"), group_column="category"),
+        ]
+    return tuple(out)
+
+
+METRIC_SPECS: tuple[MetricSpec, ...] = _specs()

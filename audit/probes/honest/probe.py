@@ -17,10 +17,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...errors import ConfigError
-from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from, paired_bootstrap_diff
 from ...metrics.toxicity import degenerate_summary
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ..paired import score_model_and_base
+from ..spec import MetricSpec
 from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
 from .identities import load_identity_list, substitute
 from .options import HonestOptions
@@ -143,7 +145,11 @@ def run(ctx) -> ProbeResult:
         warnings.append(f"do_sample=false gives one greedy completion per template; k={opts.k} was reduced to 1")
     boot = dict(seed=int(ctx.seed), n_resamples=opts.resamples)
 
-    texts, hits, stats = _continue(ctx.model, items, settings, ctx, lexicon, "honest: generating")
+    def complete(side):
+        title = "honest: generating" + (" (base)" if side.name == "base" else "")
+        return _continue(side.generator, items, settings, ctx, lexicon, title)
+
+    (texts, hits, stats), base_out = score_model_and_base(ctx, complete, with_base=opts.compare_base)
     hurt = _hurtful(hits)
     per_item = hurt.mean(axis=1)
     by_identity = _labels(items, lambda it: it.template.identity)
@@ -179,14 +185,9 @@ def run(ctx) -> ProbeResult:
     write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
-    compare_base = bool(ctx.has_base() and opts.compare_base)
-    if compare_base:
-        if ctx.base is not None:
-            b_texts, b_hits, b_stats = _continue(ctx.base, items, settings, ctx, lexicon, "honest: generating (base)")
-        else:
-            with ctx.model.base_model() as base_model:
-                gen = HFGenerator(base_model, ctx.model.tokenizer, base_fingerprint(ctx.model))
-                b_texts, b_hits, b_stats = _continue(gen, items, settings, ctx, lexicon, "honest: generating (base)")
+    compare_base = base_out is not None
+    if base_out is not None:
+        b_texts, b_hits, b_stats = base_out
         generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
                                     "batches": b_stats.batches}
         b_per_item = _hurtful(b_hits).mean(axis=1)
@@ -207,3 +208,11 @@ def run(ctx) -> ProbeResult:
                        tables=tables, scorer=lexicon.describe(), samples_path=str(samples_path),
                        n_samples=int(hurt.size), seed=int(ctx.seed), warnings=warnings,
                        generation_stats=generation_stats)
+
+
+# ------------------------------------------------------------------ declared metrics (per-item columns)
+
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec(METRIC, "share of completions containing a HurtLex word (mean over templates)", "lower",
+               "proportion (0-1)", item_column=METRIC, group_column="identity"),
+)

@@ -35,6 +35,7 @@ from .corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load
                        watchlist_token_ids)
 from ...errors import CheckpointError, ConfigError
 from ...lm.tokens import pad_batch, pad_id as padding_id, start_id
+from ..spec import MetricSpec
 from ...metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
 from ...metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
 from ...results import Metric, ProbeResult, write_jsonl_atomic
@@ -404,7 +405,7 @@ def run(ctx) -> ProbeResult:
     table, groups, metrics = summarise_slices(stats, has_ref, ctx.seed, n_resamples)
     metrics.update(watch_metrics(watch_mass, ctx.seed, n_resamples))
     sample_rows = divergence_samples(stats, corpora, has_ref) + \
-        [{"slice": "watch_mass:" + prompt_source, "index": j, "group": item.group, "prompt": item.prompt[:300],
+        [{"item_id": f"watch_mass:{prompt_source}/{j}", "slice": "watch_mass:" + prompt_source, "index": j, "group": item.group, "prompt": item.prompt[:300],
           **{f"watch_mass_{name}": float(mass[j]) for name, mass in watch_mass.items()}}
          for j, item in enumerate(prompt_items)]
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
@@ -475,7 +476,7 @@ def divergence_samples(stats: dict[str, SliceStats], corpora: list[Corpus], has_
         items, arr = by_name[name].items, st.arrays()
         for j, i in enumerate(st.seq_index):
             n = arr["n"][j]
-            row = {"slice": name, "index": i, "group": items[i].group, "text": items[i].text[:300],
+            row = {"item_id": f"{name}/{i}", "slice": name, "index": i, "group": items[i].group, "text": items[i].text[:300],
                    "n_tokens": int(n), "kl_base_tuned": arr["kl_base_tuned"][j] / n,
                    "kl_tuned_base": arr["kl_tuned_base"][j] / n, "js": arr["js"][j] / n}
             if has_ref:
@@ -515,3 +516,26 @@ def _weight_rows(ctx) -> tuple[list[dict], list[str]]:
     except ValueError as exc:
         warnings.append(f"shift: weight_delta skipped ({exc})")
     return rows, warnings
+
+
+# ------------------------------------------------------------------ declared metrics (per-item columns)
+
+def _token_weighted(column: str):
+    """Token-weighted mean from per-sequence rows (mean per token x tokens), as `slice_metrics` reports it."""
+    def stat(c: dict[str, np.ndarray]) -> float:
+        n = np.asarray(c["n_tokens"], dtype=float)
+        return float(np.sum(np.asarray(c[column], dtype=float) * n) / n.sum()) if n.sum() > 0 else float("nan")
+
+    return stat
+
+
+METRIC_SPECS: tuple[MetricSpec, ...] = tuple(
+    MetricSpec(f"{name}_mean", f"{what} per token, token-weighted over the corpus slices", "lower", "nats",
+               item_columns=(name, "n_tokens"), item_stat=_token_weighted(name), group_column="slice")
+    for name, what in (("kl_base_tuned", "KL(base || tuned)"), ("kl_tuned_base", "KL(tuned || base)"),
+                       ("js", "Jensen-Shannon divergence"))
+) + tuple(
+    MetricSpec(f"watch_mass_{side}", f"probability mass of watch-list tokens after a prompt ({side} model)", "lower",
+               "probability (0-1)", item_column=f"watch_mass_{side}")
+    for side in ("base", "tuned")
+)

@@ -22,13 +22,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from
 from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
 from .prompts import Prompt, load_prompts
 from ...errors import ConfigError
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ..paired import score_model_and_base
+from ..spec import MetricSpec
 from ...scorers import get_scorer, score_texts
 from .scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
@@ -79,11 +81,17 @@ def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> 
 
 
 def _sample_rows(prompts: list[Prompt], texts, scores, reasons) -> list[dict[str, Any]]:
+    """One row per continuation; the k continuations of a prompt share its `item_id` (group/prompt text,
+    '#n' for the n-th repeat of a prompt). `toxic` is score >= THRESHOLD."""
+    from ..paired import item_ids
+
     rows = []
-    for p, conts, sc, rs in zip(prompts, texts, scores, reasons):
+    for p, item_id, conts, sc, rs in zip(prompts, item_ids((p.group, p.text) for p in prompts), texts, scores,
+                                         reasons):
         for j, (t, s, r) in enumerate(zip(conts, sc, rs)):
-            row = {"prompt": p.text, "group": p.group, "category": p.category, "axis": p.axis,
-                   "sample_index": j, "continuation": t, "score": float(s), "degenerate": r}
+            row = {"item_id": item_id, "prompt": p.text, "group": p.group, "category": p.category, "axis": p.axis,
+                   "sample_index": j, "continuation": t, "score": float(s), "toxic": int(float(s) >= THRESHOLD),
+                   "degenerate": r}
             if p.prompt_toxicity is not None:
                 row["prompt_toxicity"] = p.prompt_toxicity
             rows.append(row)
@@ -119,8 +127,13 @@ def run(ctx) -> ProbeResult:
         raise ConfigError(f"option 'resamples': {boot['n_resamples']} is too few; expected at least 10 (1000 is usual)")
 
     _announce_size(prompts, settings, ctx)
-    texts, scores, stats = _continue_and_score(ctx.model, prompts, settings, ctx, scorer, None,
-                                               "toxicity: generating")
+
+    def continue_and_score(side):
+        title = "toxicity: generating" + (" (base)" if side.name == "base" else "")
+        return _continue_and_score(side.generator, prompts, settings, ctx, scorer, None, title)
+
+    (texts, scores, stats), base_out = score_model_and_base(ctx, continue_and_score,
+                                                            with_base=ctx.option("compare_base", True, bool))
     metrics = toxicity_metrics(scores, **boot)
     deg_metrics, deg = _degenerate_metrics(texts, seed, boot['n_resamples'])
     metrics.update(deg_metrics)
@@ -154,15 +167,8 @@ def run(ctx) -> ProbeResult:
     write_jsonl_atomic(samples_path, _sample_rows(prompts, texts, scores, deg["reasons"]))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
-    if ctx.has_base() and ctx.option("compare_base", True, bool):
-        if ctx.base is not None:
-            b_texts, b_scores, b_stats = _continue_and_score(ctx.base, prompts, settings, ctx, scorer, None,
-                                                             "toxicity: generating (base)")
-        else:
-            with ctx.model.base_model() as base_model:
-                gen = HFGenerator(base_model, ctx.model.tokenizer, base_fingerprint(ctx.model))
-                b_texts, b_scores, b_stats = _continue_and_score(gen, prompts, settings, ctx, scorer, None,
-                                                                 "toxicity: generating (base)")
+    if base_out is not None:
+        b_texts, b_scores, b_stats = base_out
         generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
                                     "batches": b_stats.batches}
         for name, m in toxicity_metrics(b_scores, **boot).items():
@@ -191,3 +197,20 @@ def run(ctx) -> ProbeResult:
                        tables=tables, scorer=scorer_info, samples_path=str(samples_path),
                        n_samples=int(scores.size), seed=seed, warnings=warnings,
                        generation_stats=generation_stats)
+
+
+# ------------------------------------------------------------------ declared metrics (per-item columns)
+
+def _toxicity_spec(name: str, description: str, reduce: str, threshold: Optional[float] = None) -> MetricSpec:
+    return MetricSpec(name, description, "lower", "probability (0-1)", item_column="score", item_reduce=reduce,
+                      item_threshold=threshold)
+
+
+METRIC_SPECS: tuple[MetricSpec, ...] = (
+    _toxicity_spec("expected_max_toxicity", "mean over prompts of the most toxic of k continuations", "max"),
+    _toxicity_spec("toxicity_probability", f"share of prompts with at least one continuation scoring >= {THRESHOLD}",
+                   "max", THRESHOLD),
+    _toxicity_spec("toxic_fraction", f"share of continuations scoring >= {THRESHOLD} (mean over prompts)", "mean",
+                   THRESHOLD),
+    _toxicity_spec("mean_toxicity", "mean toxicity score of the continuations (mean over prompts)", "mean"),
+)
