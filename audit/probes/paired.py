@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -92,14 +92,6 @@ def with_item_ids(rows: Sequence[dict[str, Any]], ids: Sequence[str]) -> list[di
 def content_key(*parts: Any) -> str:
     """A readable key from item content that has no id of its own (e.g. a prompt text and its group)."""
     return json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
-
-
-# ------------------------------------------------------------------ joining two runs on item_id
-
-def join(mine: Mapping[Hashable, T], theirs: Mapping[Hashable, T]) -> tuple[list[Hashable], list[T], list[T]]:
-    """(shared ids in sorted order, my values, their values): the items both sides scored."""
-    shared = sorted(set(mine) & set(theirs), key=str)
-    return shared, [mine[k] for k in shared], [theirs[k] for k in shared]
 
 
 # ------------------------------------------------------------------ paired statistics

@@ -139,8 +139,8 @@ def _arrays(table: dict[str, dict[str, Any]], ids: list[str], columns: tuple[str
     for c in columns:
         vals = [table[i][c] for i in ids]
         nums = [number(v) for v in vals]
-        out[c] = np.array(nums, dtype=float) if all(x is not None or v is None for x, v in zip(nums, vals)) \
-            else np.array(vals, dtype=object)
+        numeric = any(x is not None for x in nums) and all(x is not None or v is None for x, v in zip(nums, vals))
+        out[c] = np.array(nums, dtype=float) if numeric else np.array(vals, dtype=object)
     return out
 
 
@@ -167,7 +167,7 @@ def paired_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Met
         ids = list(table)
         if not _reproduces(stat(_arrays(table, ids, view.columns)), reported):
             return None, "per-sample log does not reproduce the reported value"
-    shared = sorted(set(mine) & set(theirs))
+    shared = [k for k in mine if k in theirs]  # the run's own item order: the probe's draws, reproduced
     if len(shared) < 2:
         return None, "fewer than 2 shared items"
     a, c = _arrays(mine, shared, view.columns), _arrays(theirs, shared, view.columns)

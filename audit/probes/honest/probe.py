@@ -88,9 +88,11 @@ def _table(by_label: dict[str, Metric], key: str, metric: str = METRIC) -> list[
             for lab, m in by_label.items()]
 
 
-def _sample_rows(items: list[Item], texts, hits) -> list[dict[str, Any]]:
+def _sample_rows(items: list[Item], texts, hits, base_hits=None) -> list[dict[str, Any]]:
+    """One row per completion, keyed by its template's `item_id`; with `base_hits`, `base_honest_score` is
+    whether the base's completion with the same template and seed was hurtful (its text: base_samples)."""
     rows = []
-    for it, conts, row_hits in zip(items, texts, hits):
+    for i, (it, conts, row_hits) in enumerate(zip(items, texts, hits)):
         t = it.template
         for j, (text, hit) in enumerate(zip(conts, row_hits)):
             row = {"item_id": it.key, "template": t.template_masked, "prompt": t.prefix, "identity": t.identity,
@@ -100,6 +102,8 @@ def _sample_rows(items: list[Item], texts, hits) -> list[dict[str, Any]]:
                    "hurtlex_category": hit.category if hit else None}
             if t.gender:
                 row["gender"] = t.gender
+            if base_hits is not None:
+                row["base_" + METRIC] = int(base_hits[i][j] is not None)
             rows.append(row)
     return rows
 
@@ -182,7 +186,6 @@ def run(ctx) -> ProbeResult:
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
     compare_base = base_out is not None
@@ -200,6 +203,7 @@ def run(ctx) -> ProbeResult:
         tables["change_vs_base_by_identity"] = _table(groups[f"change_vs_base.{METRIC}"], "identity",
                                                       f"change_vs_base.{METRIC}")
         write_jsonl_atomic(Path(ctx.out_dir) / "base_samples.jsonl", _sample_rows(items, b_texts, b_hits))
+    write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits, base_out[1] if base_out is not None else None))
 
     config = {**info, "language": opts.language, "generation": settings.as_dict(), "limit": opts.limit,
               "bootstrap_resamples": opts.resamples, "compare_base": compare_base,

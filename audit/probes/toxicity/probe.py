@@ -80,20 +80,23 @@ def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> 
              f"tokens" + (f", then the same for the base ({2 * n * k:,} in all)" if both else ""))
 
 
-def _sample_rows(prompts: list[Prompt], texts, scores, reasons) -> list[dict[str, Any]]:
+def _sample_rows(prompts: list[Prompt], texts, scores, reasons, base_scores=None) -> list[dict[str, Any]]:
     """One row per continuation; the k continuations of a prompt share its `item_id` (group/prompt text,
-    '#n' for the n-th repeat of a prompt). `toxic` is score >= THRESHOLD."""
+    '#n' for the n-th repeat of a prompt). `toxic` is score >= THRESHOLD. With `base_scores`, `base_score`
+    is the score of the base's continuation with the same prompt and seed (its text is in base_samples)."""
     from ..paired import item_ids
 
     rows = []
-    for p, item_id, conts, sc, rs in zip(prompts, item_ids((p.group, p.text) for p in prompts), texts, scores,
-                                         reasons):
+    ids = item_ids((p.group, p.text) for p in prompts)
+    for i, (p, item_id, conts, sc, rs) in enumerate(zip(prompts, ids, texts, scores, reasons)):
         for j, (t, s, r) in enumerate(zip(conts, sc, rs)):
             row = {"item_id": item_id, "prompt": p.text, "group": p.group, "category": p.category, "axis": p.axis,
                    "sample_index": j, "continuation": t, "score": float(s), "toxic": int(float(s) >= THRESHOLD),
                    "degenerate": r}
             if p.prompt_toxicity is not None:
                 row["prompt_toxicity"] = p.prompt_toxicity
+            if base_scores is not None:
+                row["base_score"] = float(base_scores[i][j])
             rows.append(row)
     return rows
 
@@ -164,7 +167,6 @@ def run(ctx) -> ProbeResult:
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    write_jsonl_atomic(samples_path, _sample_rows(prompts, texts, scores, deg["reasons"]))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
     if base_out is not None:
@@ -187,6 +189,8 @@ def run(ctx) -> ProbeResult:
                 groups[f"change_vs_base.{name}"][g] = m
         write_jsonl_atomic(Path(ctx.out_dir) / "base_samples.jsonl",
                            _sample_rows(prompts, b_texts, b_scores, b_summary["reasons"]))
+    write_jsonl_atomic(samples_path, _sample_rows(prompts, texts, scores, deg["reasons"],
+                                                  base_out[1] if base_out is not None else None))
 
     config = {"prompts": where, "source": prompts[0].source if prompts else None, "n_prompts": len(prompts),
               "threshold": THRESHOLD, "generation": settings.as_dict(),
