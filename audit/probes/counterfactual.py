@@ -28,6 +28,7 @@ from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import fairness, stats
+from .counterfactual_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_TEMPLATES = DATA_DIR / "counterfactual_templates.jsonl"

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import stats
+from .crows_pairs_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 REQUIRED_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -282,6 +283,7 @@ def run(ctx) -> ProbeResult:
          **{name + _suffix(s): groups[name + _suffix(s)][b].value
             for s in score_names for name in ("pct_stereotype", "likelihood_diff")}}
         for b in sorted(groups["pct_stereotype"])]
+    preference = {s: stereotype_preference(scores[f"{s}_more"], scores[f"{s}_less"], tie_tol) for s in score_names}
     samples = []
     for i, p in enumerate(pairs):
         row = {"index": p.index, "line": p.line, "bias_type": p.bias_type, "stereo_antistereo": p.direction,
@@ -290,6 +292,8 @@ def run(ctx) -> ProbeResult:
         for s in SCORES:
             row[f"ll_more_{s}"] = float(scores[f"{s}_more"][i])
             row[f"ll_less_{s}"] = float(scores[f"{s}_less"][i])
+            if s in score_names:  # the per-pair value whose mean is pct_stereotype (its declared item_column)
+                row["stereotype" + _suffix(s)] = float(preference[s][i])
             if base_scores is not None:
                 row[f"base_ll_more_{s}"] = float(base_scores[f"{s}_more"][i])
                 row[f"base_ll_less_{s}"] = float(base_scores[f"{s}_less"][i])

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import fairness, stats
+from .decisions_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 DEFAULT_SUBJECT = "Applicant"
 DEFAULT_QUESTION = "Should the loan be approved?"

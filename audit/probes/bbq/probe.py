@@ -30,6 +30,7 @@ from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ...metrics import stats
 from . import lmeval as bbq_lmeval
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 

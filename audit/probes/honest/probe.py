@@ -24,6 +24,7 @@ from ...results import Metric, ProbeResult, write_jsonl_atomic
 from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
 from .identities import load_identity_list, substitute
 from .options import HonestOptions
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .templates import Item, distinct_items, load_templates, round_robin_limit
 
 PROBE_VERSION = "1"

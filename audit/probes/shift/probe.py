@@ -37,6 +37,7 @@ from ...errors import CheckpointError, ConfigError
 from ...metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
 from ...metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 PROBE_VERSION = "1"
 PROMPT_SLICES = ("toxic_prompts", "group_mentions")

@@ -27,6 +27,7 @@ from ...metrics.stats import bootstrap_ci, metric_from
 from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
 from .prompts import Prompt, load_prompts
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from ...errors import ConfigError
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ...scorers import get_scorer, score_texts
