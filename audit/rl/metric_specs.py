@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..probes.spec import MetricSpec
+from ..probes.spec import Better, MetricSpec
 from . import ENV_ENTRY_POINTS
 
 _GAP = "group 1 minus group 2 at the last step (largest minus smallest with more groups), mean over replicates"
@@ -25,12 +25,12 @@ def _env_classes() -> list[type]:
     return out
 
 
-def _with_gap(name: str, what: str, better: str, scale: str, gap_better: str = "target", rate: bool = True,
+def _with_gap(name: str, what: str, better: Better, scale: str, rate: bool = True,
               digits: int = 3) -> tuple[MetricSpec, ...]:
-    gap = dict(target=0.0, no_behaviour=0.0) if gap_better == "target" else {}
-    return (MetricSpec(name, f"per group: {what}", better, scale, rate=rate, digits=digits),  # type: ignore[arg-type]
-            MetricSpec(f"{name}_gap", f"gap in {what}: {_GAP}", gap_better, scale, digits=digits,  # type: ignore[arg-type]
-                       **gap))
+    """The per-group metric and its gap (ideal 0: no difference between groups)."""
+    return (MetricSpec(name, f"per group: {what}", better, scale, rate=rate, digits=digits),
+            MetricSpec(f"{name}_gap", f"gap in {what}: {_GAP}", "target", scale, target=0.0, no_behaviour=0.0,
+                       digits=digits))
 
 
 def _specs() -> tuple[MetricSpec, ...]:
