@@ -41,7 +41,7 @@ def probe_inputs(work: Path) -> tuple[dict[str, str], dict[str, dict]]:
             "decisions": str(work / "decisions.csv")}
     gen = {"k": 2, "max_new_tokens": 4}
     options = {
-        "toxicity": {**gen, "limit": 6, "scorer": f"lexicon:{lab['lexicon']}"},
+        "toxicity": {**gen, "limit": 6, "scorer": "profanity"},  # continuous scores: max, mean and share differ
         "crows_pairs": {"limit": 8, "n_bootstrap": 100},
         "bbq": {"n_bootstrap": 100},
         "counterfactual": {**gen, "k": 1, "limit": 1, "scorer": f"lexicon:{lab['lexicon']}", "n_bootstrap": 100},
