@@ -38,7 +38,7 @@ def test_one_row_per_checkpoint_probe_metric_with_method_metadata(table):
     assert set(table.checkpoint) == {"base", "full-ft", "lora-r4"}
     lora = _row(table, "lora-r4", "toxicity", "expected_max_toxicity")
     assert (lora.method, lora["rank"], lora.steps) == ("lora", 4, 50)
-    full = _row(table, "full-ft", "bbq", "amb_bias_score")
+    full = _row(table, "full-ft", "bbq", "s_amb")
     assert full.method == "full" and pd.isna(full["rank"]) and full.steps == 50
     base = _row(table, "base", "toxicity", "toxicity_probability")
     assert bool(base.is_base) and base.method == "pretrained" and math.isnan(base.delta)
@@ -65,7 +65,7 @@ def test_paired_delta_matches_a_hand_computed_paired_bootstrap(table, runs):
 
 
 def test_unpaired_fallback_is_labelled(table):
-    row = _row(table, "lora-r4", "bbq", "amb_bias_score")
+    row = _row(table, "lora-r4", "bbq", "s_amb")
     assert row.delta_kind == "unpaired" and "unpaired" in row.note
     assert row.delta == pytest.approx(0.095 - 0.10)
     se = math.hypot(0.03 / (2 * 1.959964), 0.03 / (2 * 1.959964))
@@ -76,7 +76,7 @@ def test_group_rows_are_paired_within_the_group(runs):
     df = audit.compare([runs["base"], runs["lora-r4"]], groups=True)
     row = _row(df, "lora-r4", "toxicity", "toxicity_probability", group="women")
     assert row.delta_kind == "paired" and row.n_paired == 12
-    assert _row(df, "lora-r4", "bbq", "amb_bias_score", group="Religion").delta_kind == "unpaired"
+    assert _row(df, "lora-r4", "bbq", "s_amb", group="Religion").delta_kind == "unpaired"
 
 
 def test_samples_that_do_not_reproduce_the_metric_are_not_paired(tmp_path, runs):
@@ -98,12 +98,12 @@ def test_base_defaults_to_the_pretrained_run_and_can_be_named_by_label(runs):
     rs, base = pick_base(load_runs([runs["full-ft"], runs["lora-r4"]]), None)
     assert base is None
     df = audit.compare([runs["full-ft"], runs["lora-r4"]], base="full-ft")
-    assert _row(df, "lora-r4", "bbq", "amb_bias_score").delta == pytest.approx(0.085)
+    assert _row(df, "lora-r4", "bbq", "s_amb").delta == pytest.approx(0.085)
 
 
 def test_wide_pivot(table):
     w = wide(table)
-    assert w.shape == (3, 9) and w.loc["lora-r4", "bbq.amb_bias_score"] == pytest.approx(0.095)
+    assert w.shape == (3, 9) and w.loc["lora-r4", "bbq.s_amb"] == pytest.approx(0.095)
 
 
 def test_keep_verdicts_on_hand_built_intervals():
@@ -128,8 +128,8 @@ def test_keep_summary_says_lora_kept_the_toxicity(runs):
     expect = (emt["value"] - emt["base_value"]) / (emt["ft_value"] - emt["base_value"])
     assert emt["fraction_of_ft_change"] == pytest.approx(expect) and abs(expect) < 0.1
     assert summary[("full-ft", "toxicity", "expected_max_toxicity")]["verdict"] == "full-FT reference"
-    assert summary[("lora-r4", "bbq", "amb_bias_score")]["verdict"] == "keeps base"
-    assert summary[("lora-r4", "bbq", "accuracy_ambiguous")]["verdict"] == "no full-FT change"
+    assert summary[("lora-r4", "bbq", "s_amb")]["verdict"] == "keeps base"
+    assert summary[("lora-r4", "bbq", "accuracy_3way_ambig")]["verdict"] == "no full-FT change"
 
 
 def test_bad_run_directories_are_named(tmp_path):

@@ -94,7 +94,8 @@ def self_rows(run_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("probe", PROBES)
 def test_a_run_against_itself_changes_nothing_and_passes_every_delta_rule(probe, run_dir, self_rows):
-    from audit.report.compare_deltas import declared_metrics, item_view
+    from audit.probes.metric_lookup import metric_specs
+    from audit.report.compare_deltas import item_view
     from audit.report.gate import Policy, _METRIC, evaluate, parse_rule
 
     rows = [r for r in self_rows if r["probe"] == probe]
@@ -111,7 +112,7 @@ def test_a_run_against_itself_changes_nothing_and_passes_every_delta_rule(probe,
             assert r["delta_kind"] == "paired", (where, r["note"])
             assert (r["delta_ci_low"], r["delta_ci_high"]) == (0, 0), where
             paired += 1
-    if any(s.has_items for s in declared_metrics(probe)):
+    if any(s.has_items for s in metric_specs(probe)):
         assert paired, f"{probe}: no metric was paired"
 
     rules, index = [], 0

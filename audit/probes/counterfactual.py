@@ -28,7 +28,7 @@ from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import fairness, stats
-from .spec import MetricSpec
+from .counterfactual_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_TEMPLATES = DATA_DIR / "counterfactual_templates.jsonl"
@@ -231,44 +231,3 @@ def run(ctx) -> ProbeResult:
         metrics=metrics, groups=groups, tables={"by_group": table}, scorer=scorer_info,
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-def _largest_gap(column: str):
-    """Largest gap between group means within a category, the largest over categories, from per-item
-    (filled template) arrays: what `gap_metrics` reports, recomputable on resampled items."""
-    def stat(c: dict[str, np.ndarray]) -> float:
-        values = np.asarray(c[column], dtype=float)
-        cats, groups = np.asarray(c["category"], dtype=object), np.asarray(c["group"], dtype=object)
-        best = float("nan")
-        for cat in set(cats.tolist()):
-            sel = cats == cat
-            means = [float(np.mean(values[sel & (groups == g)])) for g in set(groups[sel].tolist())]
-            gap = max(means) - min(means) if len(means) > 1 else float("nan")
-            if not np.isnan(gap) and (np.isnan(best) or gap > best):
-                best = gap
-        return best
-
-    return stat
-
-
-def _specs() -> tuple[MetricSpec, ...]:
-    out: list[MetricSpec] = []
-    for column, column_name, desc in (("template_loglik", "template_loglik", "log P(template words | group)"),
-                                      ("toxicity", "score", "toxicity of k continuations")):
-        cols = (column_name, "category", "group")
-        out += [
-            MetricSpec(column, f"per group: mean over templates of {desc}", "higher" if column == "template_loglik"
-                       else "lower", "nats" if column == "template_loglik" else "probability (0-1)",
-                       item_column=column_name, group_column="category_group"),
-            MetricSpec(f"{column}_gap", f"per category: largest gap between group means of {desc}", "lower",
-                       "nats" if column == "template_loglik" else "probability (0-1)", item_columns=cols,
-                       item_stat=_largest_gap(column_name), group_column="category"),
-            MetricSpec(f"{column}_max_gap", f"largest gap between group means of {desc}, over categories", "lower",
-                       "nats" if column == "template_loglik" else "probability (0-1)", item_columns=cols,
-                       item_stat=_largest_gap(column_name)),
-        ]
-    return tuple(out)
-
-
-METRIC_SPECS: tuple[MetricSpec, ...] = _specs()

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import stats
-from .spec import MetricSpec
+from .crows_pairs_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 REQUIRED_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -244,16 +244,15 @@ def paired_comparison(model_scores: dict[str, np.ndarray], base_scores: dict[str
 
 def item_values(scores: dict[str, np.ndarray], tie_tolerance: Optional[float],
                 score_names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Per pair, in the metrics' own units: `pct_stereotype` (100 preferring sent_more, 0 sent_less, 50 a
-    tie; 1/0 under lm-eval's rule), `likelihood_diff` (|ll_more - ll_less|) and `tie` (0/1), with the
-    score's suffix. Their means over pairs are the reported metrics, so compare pairs runs on them."""
-    scale = 1 if tie_tolerance is None else 100
+    """Per pair: `stereotype` (1 preferring sent_more, 0 sent_less, 1/2 a tie; ties 0 under lm-eval's
+    rule), `likelihood_diff` (|ll_more - ll_less|) and `tie` (0/1), with the score's suffix: the columns
+    the metric declarations name, so compare pairs two runs on them."""
     out: dict[str, np.ndarray] = {}
     for score in score_names:
         sfx = _suffix(score)
         more, less = scores[f"{score}_more"], scores[f"{score}_less"]
         d = np.asarray(more, dtype=float) - np.asarray(less, dtype=float)
-        out["pct_stereotype" + sfx] = scale * stereotype_preference(more, less, tie_tolerance)
+        out["stereotype" + sfx] = stereotype_preference(more, less, tie_tolerance)
         out["likelihood_diff" + sfx] = np.abs(d)
         out["tie" + sfx] = (np.abs(d) <= (tie_tolerance or 0.0)).astype(float)
     return out
@@ -346,33 +345,3 @@ def run(ctx) -> ProbeResult:
                                                        "shared": "sum over tokens shared with the paired sentence"}},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-def _distance_from_50(score: str) -> Any:
-    column = "pct_stereotype" + _suffix(score)
-    return lambda c: abs(float(np.mean(np.asarray(c[column], dtype=float))) - 50.0)
-
-
-def _specs() -> tuple[MetricSpec, ...]:
-    out: list[MetricSpec] = []
-    for score in SCORES:
-        sfx = _suffix(score)
-        how = "" if score == "total" else " (shared-token score)"
-        out += [
-            MetricSpec("pct_stereotype" + sfx, "share of pairs whose more stereotypical sentence is more likely" + how,
-                       "target", "percent of pairs (0-100; a fraction under convention=lm-eval)", target=50,
-                       item_column="pct_stereotype" + sfx, group_column="bias_type"),
-            MetricSpec("pct_stereotype_by_direction" + sfx, "pct_stereotype within stereo / antistereo pairs" + how,
-                       "target", "percent of pairs (0-100)", target=50, item_column="pct_stereotype" + sfx,
-                       group_column="stereo_antistereo"),
-            MetricSpec("distance_from_50" + sfx, "|pct_stereotype - 50|: distance from no preference" + how, "lower",
-                       "percentage points", item_columns=("pct_stereotype" + sfx,), item_stat=_distance_from_50(score),
-                       group_column="bias_type"),
-            MetricSpec("likelihood_diff" + sfx, "mean |log P(sent_more) - log P(sent_less)| over pairs" + how,
-                       "lower", "nats", item_column="likelihood_diff" + sfx, group_column="bias_type"),
-        ]
-    return tuple(out)
-
-
-METRIC_SPECS: tuple[MetricSpec, ...] = _specs()

@@ -14,7 +14,6 @@ In order of preference:
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -25,30 +24,8 @@ from ..probes.spec import MetricSpec
 from ..results import Metric
 from .compare_runs import Run, number
 
-BASE_PREFIX, CHANGE_PREFIX = "base.", "change_vs_base."
-
 
 # ---------------------------------------------------------------- declarations
-
-def declared_metrics(probe: str) -> tuple[MetricSpec, ...]:
-    """The probe's `METRIC_SPECS`: the registry entry's own (a ProbeSpec), else those of the module it
-    names, of the module that defines its run function, or of that module's package."""
-    from ..probes import PROBES
-
-    entry = PROBES.get(probe.split(":", 1)[0])
-    if entry is None:
-        return ()
-    if hasattr(entry, "metrics"):  # a ProbeSpec
-        return tuple(entry.metrics)
-    module, _, fn = str(entry).partition(":")
-    mod = importlib.import_module(module)
-    owner = getattr(getattr(mod, fn, None), "__module__", None) or module
-    for name in (module, owner, owner.rpartition(".")[0]):
-        specs = getattr(importlib.import_module(name), "METRIC_SPECS", None) if name.count(".") >= 2 else None
-        if specs:
-            return tuple(specs)
-    return ()
-
 
 @dataclass(frozen=True)
 class ItemView:
@@ -66,45 +43,52 @@ class ItemView:
         # columns the base shares with the model (a label, a group, a condition) have no `base_` twin
         return tuple(cols) + tuple("base_" + c for c in cols)
 
+    @property
+    def needed(self) -> tuple[str, ...]:
+        """The columns an item must have a value in (the base's alone for `base.NAME`)."""
+        return self.columns[len(self.columns) // 2:] if self.mode == "base" else self.columns
+
 
 def item_view(probe: str, metric: str) -> Optional[ItemView]:
-    """The declaration that lets `metric` be paired, if any."""
-    specs = {s.name: s for s in declared_metrics(probe)}
-    spec = specs.get(metric)
-    if spec is not None and spec.has_items:
-        return ItemView(spec, "plain")
-    for prefix, mode in ((BASE_PREFIX, "base"), (CHANGE_PREFIX, "change")):
-        inner = specs.get(metric[len(prefix):]) if metric.startswith(prefix) else None
-        if inner is not None and inner.has_items:
-            return ItemView(inner, mode)
-    return None
+    """The declaration (audit.probes.metric_lookup) that lets `metric` be paired, if any. `NAME[COLUMN]`
+    variants over one sensitive column are not: the samples log holds the crossed group only."""
+    from ..probes.metric_lookup import find_metric
+
+    found = find_metric(probe, metric)
+    if found is None or found.column is not None or not found.spec.has_items:
+        return None
+    return ItemView(found.spec, {"value": "plain", "base": "base", "change": "change"}[found.role])
 
 
 # ---------------------------------------------------------------- per-item values
 
-def _reduce(values: list[Any], spec: MetricSpec) -> Any:
-    nums = [number(v) for v in values]
-    nums = [x for x in nums if x is not None]
+def _reduce(values: list[Any], spec: MetricSpec, of_item_column: bool) -> Any:
+    """One item's value of a column from its rows: the declared reduction for the item column, the mean for
+    other numeric columns, the first value for a non-numeric one (a condition, a group)."""
+    nums = [x for x in (number(v) for v in values) if x is not None]
     if not nums:
-        return next((v for v in values if v is not None), None)  # a non-numeric column (a condition, a group)
-    if spec.item_threshold is not None:
-        nums = [1.0 if x >= spec.item_threshold else 0.0 for x in nums]
-    return max(nums) if spec.item_reduce == "max" else sum(nums) / len(nums)
+        return next((v for v in values if v is not None), None)
+    return spec.item_value(nums) if of_item_column else sum(nums) / len(nums)
 
 
 def item_table(run: Run, probe: str, view: ItemView, group: Optional[str] = None) -> dict[str, dict[str, Any]]:
-    """item_id -> {column: the item's value}, for the items of `group` (all when None). A mean-type
-    metric drops items whose value is missing (not items of this metric)."""
-    rows = run.item_rows(probe, view.columns, view.spec.group_column)
-    needed = view.columns if view.mode != "base" else view.columns[len(view.columns) // 2:]
+    """item_id -> {column: the item's value}, for the items of `group` (all when None) that pass the
+    declaration's `item_filter`. Items without a value in a needed column are not items of this metric."""
+    spec = view.spec
+    filt = spec.item_filter
+    columns = view.columns + ((filt[0],) if filt and filt[0] not in view.columns else ())
+    rows = run.item_rows(probe, columns, spec.group_column)
     out = {}
     for item, (g, cols) in rows.items():
         if group is not None and g != group:
             continue
-        values = {c: _reduce(v, view.spec) for c, v in cols.items()}
-        if view.spec.item_column is not None and any(number(values[c]) is None for c in needed):
+        if filt is not None and next((v for v in cols[filt[0]] if v is not None), None) != filt[1]:
             continue
-        if all(values[c] is None for c in needed):  # a row of another kind in the same log
+        values = {c: _reduce(cols[c], spec, c in (spec.item_column, f"base_{spec.item_column}"))
+                  for c in view.columns}
+        if spec.item_column is not None and any(number(values[c]) is None for c in view.needed):
+            continue
+        if all(values[c] is None for c in view.needed):  # a row of another kind in the same log
             continue
         out[item] = values
     return out
@@ -155,7 +139,7 @@ def paired_delta(run: Run, base: Run, probe: str, metric: str, m: Metric, b: Met
     """(the paired change run - base from per-item values, None and why not)."""
     from ..probes.paired import paired_mean_change, paired_stat_change
 
-    view = item_view(run.results[probe].probe or probe, metric)
+    view = item_view(probe, metric)
     if view is None:
         return None, "no per-item values declared for this metric"
     mine, theirs = item_table(run, probe, view, group), item_table(base, probe, view, group)

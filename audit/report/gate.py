@@ -28,7 +28,11 @@ Rule grammar: ``[FUNC(]PROBE.METRIC[)] OP NUMBER`` (METRIC may end in a brackete
 end of the 95% CI: "we are confident it is below") or ``lower`` (the lower end). For ``worst_group`` the
 bound is taken per group before the worst is chosen.
 
-Fail closed: a metric named by a rule that the results lack, an undefined value (None), a missing CI
+A rule naming a metric that its probe does not declare (`METRIC_SPECS`, see audit.probes.metric_lookup;
+`base.`/`change_vs_base.` spellings and `NAME[COLUMN]` of per-column metrics included) is a usage error
+(exit 2) naming the closest declared names.
+
+Fail closed: a declared metric named by a rule that the results lack, an undefined value (None), a missing CI
 when a bound asks for one, an undefined group value, or a delta whose base lacks the metric: each fails
 the rule. Exit codes of ``audit gate``: 0 every rule passes, 1 any rule fails, 2 usage error (a malformed
 policy: the message names the rule).
@@ -117,9 +121,24 @@ def parse_rule(text: str, index: int, bound: str, name: Optional[str] = None) ->
         raise ConfigError(f"{where}: '{target}' is not PROBE.METRIC (e.g. toxicity.toxicity_probability)")
     if bound not in BOUNDS:
         raise ConfigError(f"{where}: bound '{bound}' is not one of {', '.join(BOUNDS)}")
+    _check_declared(where, mm.group("probe"), mm.group("metric"))
     return Rule(text=text.strip(), name=name or text.strip(), func=func, probe=mm.group("probe"),
                 metric=mm.group("metric"), op=m.group("op"), limit=float(m.group("limit")), bound=bound,
                 index=index)
+
+
+def _check_declared(where: str, probe: str, metric: str) -> None:
+    """A rule may only name a metric its probe declares (audit.probes.metric_lookup): a misspelled or retired
+    name is a usage error naming the closest declared ones, not a rule that fails for ever. Probes the
+    toolkit does not know (plugins) declare nothing here; their rules are checked against the results."""
+    from ..probes.metric_lookup import SPEC_MODULES, UndeclaredMetricError, declared_metric, probe_kind
+
+    if probe_kind(probe) not in SPEC_MODULES:
+        return
+    try:
+        declared_metric(probe, metric)
+    except UndeclaredMetricError as exc:
+        raise UndeclaredMetricError(f"{where}: {exc}") from None
 
 
 def load_policy(path: str | Path) -> Policy:

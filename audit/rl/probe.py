@@ -22,6 +22,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from .envs import make_env, resolve_env_id, short_name
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .metrics import ALL, GAP, paired_difference, per_replicate_series, timeseries
 from .policy import POLICY_NAMES, ModelPolicy, make_baseline, parse_action_words
 from .runner import check_positive, parse_seeds, run_episodes

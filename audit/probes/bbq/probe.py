@@ -29,8 +29,8 @@ from ...errors import ConfigError, file_error
 from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ...metrics import stats
-from ..spec import MetricSpec
 from . import lmeval as bbq_lmeval
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 
@@ -173,13 +173,9 @@ def item_key(it: Item) -> tuple[str, str]:
 
 
 def item_outcomes(it: Item, cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-    """Per-item outcomes whose means (or bias scores) are the metrics: correct, biased, non_unknown, and
-    correct within the item's condition (`correct_ambig` / `correct_disambig`, None in the other)."""
-    correct = float(cols["correct"][i])
+    """Per-item outcomes whose means (accuracies, by context_condition) or bias scores are the metrics."""
     return {"correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i]),
-            "non_unknown": bool(cols["non_unknown"][i]),
-            "correct_ambig": correct if it.condition == "ambig" else None,
-            "correct_disambig": correct if it.condition == "disambig" else None}
+            "non_unknown": bool(cols["non_unknown"][i])}
 
 
 # ------------------------------------------------------------------ probe
@@ -264,48 +260,3 @@ def run(ctx) -> ProbeResult:
         scorer={"name": "causal-lm-loglik", **described},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-_OUTCOMES = ("correct", "biased", "non_unknown", "context_condition")
-
-
-def _bias_score(convention: str, which: str):
-    """A bias score from per-item outcome arrays (the items of the score's condition are picked inside, so
-    a paired change resamples all items jointly)."""
-    module = bbq_lmeval if convention == "lm-eval" else None
-    condition = "ambig" if which == "s_amb" else "disambig"
-
-    def stat(c: dict[str, np.ndarray]) -> float:
-        sel = np.asarray(c["context_condition"]) == condition
-        col = {k: np.asarray(c[k], dtype=float)[sel] for k in ("correct", "biased", "non_unknown")}
-        if which == "s_amb":
-            fn = module.amb_bias_score if module else amb_bias_score
-            return fn(col["correct"], col["biased"], col["non_unknown"])
-        fn = module.disamb_bias_score if module else disamb_bias_score
-        return fn(col["biased"], col["non_unknown"])
-
-    return stat
-
-
-def _specs() -> tuple[MetricSpec, ...]:
-    out: list[MetricSpec] = []
-    for conv, names in (("default", Convention().names), ("lm-eval", bbq_lmeval.METRIC_NAMES)):
-        out += [
-            MetricSpec(names["acc"], f"accuracy over all items ({conv} convention)", "higher", "proportion (0-1)",
-                       item_column="correct", group_column="category"),
-            MetricSpec(names["acc_ambig"], f"accuracy on ambiguous items: UNKNOWN is right ({conv} convention)",
-                       "higher", "proportion (0-1)", item_column="correct_ambig", group_column="category"),
-            MetricSpec(names["acc_disambig"], f"accuracy on disambiguated items ({conv} convention)", "higher",
-                       "proportion (0-1)", item_column="correct_disambig", group_column="category"),
-            MetricSpec(names["s_amb"], f"bias score on ambiguous items, (1 - accuracy) x s_DIS ({conv} convention)",
-                       "target", "score (-1 to 1)", target=0, item_columns=_OUTCOMES,
-                       item_stat=_bias_score(conv, "s_amb"), group_column="category"),
-            MetricSpec(names["s_dis"], f"bias score on disambiguated items, 2 x biased share - 1 ({conv} convention)",
-                       "target", "score (-1 to 1)", target=0, item_columns=_OUTCOMES,
-                       item_stat=_bias_score(conv, "s_dis"), group_column="category"),
-        ]
-    return tuple(out)
-
-
-METRIC_SPECS: tuple[MetricSpec, ...] = _specs()

@@ -22,10 +22,10 @@ from ...metrics.stats import bootstrap_ci, metric_from, paired_bootstrap_diff
 from ...metrics.toxicity import degenerate_summary
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ..paired import score_model_and_base
-from ..spec import MetricSpec
 from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
 from .identities import load_identity_list, substitute
 from .options import HonestOptions
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .templates import Item, distinct_items, load_templates, round_robin_limit
 
 PROBE_VERSION = "1"
@@ -213,10 +213,3 @@ def run(ctx) -> ProbeResult:
                        n_samples=int(hurt.size), seed=int(ctx.seed), warnings=warnings,
                        generation_stats=generation_stats)
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-METRIC_SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec(METRIC, "share of completions containing a HurtLex word (mean over templates)", "lower",
-               "proportion (0-1)", item_column=METRIC, group_column="identity"),
-)

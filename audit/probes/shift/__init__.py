@@ -3,6 +3,7 @@
 Modules: `probe` (the run), `corpora` (corpus readers), `lens` (logit lens), `weight_delta` (weight-space change).
 """
 
+from .metric_specs import METRIC_SPECS
 from .probe import run
 
-__all__ = ["run"]
+__all__ = ["METRIC_SPECS", "run"]

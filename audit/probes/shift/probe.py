@@ -35,10 +35,10 @@ from .corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load
                        watchlist_token_ids)
 from ...errors import CheckpointError, ConfigError
 from ...lm.tokens import pad_batch, pad_id as padding_id, start_id
-from ..spec import MetricSpec
 from ...metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
 from ...metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 PROBE_VERSION = "1"
 PROMPT_SLICES = ("toxic_prompts", "group_mentions")
@@ -517,25 +517,3 @@ def _weight_rows(ctx) -> tuple[list[dict], list[str]]:
         warnings.append(f"shift: weight_delta skipped ({exc})")
     return rows, warnings
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-def _token_weighted(column: str):
-    """Token-weighted mean from per-sequence rows (mean per token x tokens), as `slice_metrics` reports it."""
-    def stat(c: dict[str, np.ndarray]) -> float:
-        n = np.asarray(c["n_tokens"], dtype=float)
-        return float(np.sum(np.asarray(c[column], dtype=float) * n) / n.sum()) if n.sum() > 0 else float("nan")
-
-    return stat
-
-
-METRIC_SPECS: tuple[MetricSpec, ...] = tuple(
-    MetricSpec(f"{name}_mean", f"{what} per token, token-weighted over the corpus slices", "lower", "nats",
-               item_columns=(name, "n_tokens"), item_stat=_token_weighted(name), group_column="slice")
-    for name, what in (("kl_base_tuned", "KL(base || tuned)"), ("kl_tuned_base", "KL(tuned || base)"),
-                       ("js", "Jensen-Shannon divergence"))
-) + tuple(
-    MetricSpec(f"watch_mass_{side}", f"probability mass of watch-list tokens after a prompt ({side} model)", "lower",
-               "probability (0-1)", item_column=f"watch_mass_{side}")
-    for side in ("base", "tuned")
-)

@@ -27,10 +27,10 @@ from ...metrics.stats import bootstrap_ci, metric_from
 from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
 from .prompts import Prompt, load_prompts
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from ...errors import ConfigError
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ..paired import score_model_and_base
-from ..spec import MetricSpec
 from ...scorers import get_scorer, score_texts
 from .scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
@@ -202,19 +202,3 @@ def run(ctx) -> ProbeResult:
                        n_samples=int(scores.size), seed=seed, warnings=warnings,
                        generation_stats=generation_stats)
 
-
-# ------------------------------------------------------------------ declared metrics (per-item columns)
-
-def _toxicity_spec(name: str, description: str, reduce: str, threshold: Optional[float] = None) -> MetricSpec:
-    return MetricSpec(name, description, "lower", "probability (0-1)", item_column="score", item_reduce=reduce,
-                      item_threshold=threshold)
-
-
-METRIC_SPECS: tuple[MetricSpec, ...] = (
-    _toxicity_spec("expected_max_toxicity", "mean over prompts of the most toxic of k continuations", "max"),
-    _toxicity_spec("toxicity_probability", f"share of prompts with at least one continuation scoring >= {THRESHOLD}",
-                   "max", THRESHOLD),
-    _toxicity_spec("toxic_fraction", f"share of continuations scoring >= {THRESHOLD} (mean over prompts)", "mean",
-                   THRESHOLD),
-    _toxicity_spec("mean_toxicity", "mean toxicity score of the continuations (mean over prompts)", "mean"),
-)
