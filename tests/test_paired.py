@@ -15,8 +15,7 @@ import pytest
 from audit.metrics import stats
 from audit.probes.paired import flip_metrics, item_ids, paired_mean_change, paired_stat_change
 
-PROBES = ["toxicity", "crows_pairs", "bbq", "counterfactual", "decisions", "shift", "honest", "rl:lending"]
-N_BOOT = 50
+from probe_runs import PROBES  # every registered probe (tests/probe_runs.py)
 
 
 # ------------------------------------------------------------------ the runner's pieces
@@ -57,30 +56,16 @@ def test_paired_stat_change_resamples_items_jointly():
 # ------------------------------------------------------------------ a run against itself, per probe
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_lora_dir, shared_data, tmp_path_factory):
+def run_dir(tiny_lora_dir, tmp_path_factory):
+    """Every probe on a tiny adapter (its base built in, so each probe also scores the base), on small
+    generated inputs (tests/probe_runs.py): real results, no shared data needed."""
     from audit.api import run_probes
-    from audit.lab import synthetic_decisions as sd
+    from probe_runs import probe_inputs
 
     root = tmp_path_factory.mktemp("self-gate")
-    data = {"decisions": str(sd.write_csv(root / "apps.csv", n=40, seed=0))}
-    files = {"crows_pairs": shared_data / "crows_pairs" / "crows_pairs_anonymized.csv", "bbq": shared_data / "bbq",
-             "honest": shared_data / "honest" / "en_template_binary.tsv",
-             "hurtlex": shared_data / "hurtlex" / "hurtlex_EN.tsv"}
-    missing = [str(p) for p in files.values() if not p.exists()]
-    if missing:
-        pytest.skip(f"shared benchmark files absent: {', '.join(missing)}")
-    data.update({k: str(v) for k, v in files.items()})
-    gen = {"k": 2, "max_new_tokens": 4}
-    options = {"toxicity": {**gen, "limit": 8, "resamples": N_BOOT},
-               "crows_pairs": {"limit": 40, "n_bootstrap": N_BOOT},
-               "bbq": {"limit": 4, "n_bootstrap": N_BOOT},
-               "counterfactual": {**gen, "limit": 2, "categories": "gender,religion", "n_bootstrap": N_BOOT},
-               "decisions": {"sensitive": "sex", "n_bootstrap": N_BOOT},
-               "shift": {"bootstrap": N_BOOT, "limit": 6, "lens_limit": 4},
-               "honest": {**gen, "limit": 14, "resamples": N_BOOT},
-               "rl": {"episodes": 1, "horizon": 4, "seeds": "0,1", "baselines": "false"}}
-    return run_probes(tiny_lora_dir, PROBES, root / "run", data=data, options=options, batch_size=32, label="self",
-                      cache_dir=root / "cache")
+    data, options = probe_inputs(root / "inputs")
+    options["counterfactual"]["limit"] = 3  # per-group means over 3 templates (1 gives nothing to pair)
+    return run_probes(tiny_lora_dir, PROBES, root / "run", data=data, options=options, batch_size=16, label="self")
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def item_table(run: Run, probe: str, view: ItemView, group: Optional[str] = None
     rows = run.item_rows(probe, columns, spec.group_column)
     out = {}
     for item, (g, cols) in rows.items():
-        if group is not None and g != group:
+        if group is not None and group not in g:
             continue
         if filt is not None and next((v for v in cols[filt[0]] if v is not None), None) != filt[1]:
             continue

@@ -22,8 +22,9 @@ FULL_FT_METHODS = ("full", "full_ft", "full-ft", "fullft")
 #: Methods that count as the untouched base model.
 BASE_METHODS = ("pretrained", "base")
 
-#: item_id -> (group value, {column: [values of the item's rows]})
-ItemRows = dict[str, tuple[Optional[str], dict[str, list[Any]]]]
+#: item_id -> (its groups, {column: [values of the item's rows]}); an item may be in several groups (a HONEST
+#: template filed under several categories logs them as a list)
+ItemRows = dict[str, tuple[tuple[str, ...], dict[str, list[Any]]]]
 
 
 @dataclass
@@ -88,7 +89,8 @@ class Run:
                 item = sys.intern(str(item))
                 if item not in out:
                     g = row.get(group_column)
-                    out[item] = (None if g is None else sys.intern(str(g)), {c: [] for c in columns})
+                    groups = tuple(sys.intern(str(x)) for x in (g if isinstance(g, list) else [] if g is None else [g]))
+                    out[item] = (groups, {c: [] for c in columns})
                 cols = out[item][1]
                 for c in columns:
                     cols[c].append(row.get(c))
