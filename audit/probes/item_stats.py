@@ -48,14 +48,16 @@ def largest_group_gap(column: str, category: str = "category", group: str = "gro
     probe's `*_gap` per category and `*_max_gap` overall)."""
     def stat(c: dict[str, np.ndarray]) -> float:
         values = _floats(c[column])
-        cats, groups = np.asarray(c[category], dtype=object), np.asarray(c[group], dtype=object)
-        best = float("nan")
-        for cat in set(cats.tolist()):
-            sel = cats == cat
-            means = [float(np.mean(values[sel & (groups == g)])) for g in set(groups[sel].tolist())]
-            if len(means) > 1 and not (max(means) - min(means) <= best):
-                best = max(means) - min(means)
-        return best
+        _, cat = np.unique(np.asarray(c[category], dtype=str), return_inverse=True)
+        _, grp = np.unique(np.asarray(c[group], dtype=str), return_inverse=True)
+        n_cat, n_grp = int(cat.max()) + 1 if len(cat) else 0, int(grp.max()) + 1 if len(grp) else 0
+        cell = cat * n_grp + grp
+        counts = np.bincount(cell, minlength=n_cat * n_grp).reshape(n_cat, n_grp)
+        sums = np.bincount(cell, weights=values, minlength=n_cat * n_grp).reshape(n_cat, n_grp)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        gaps = [np.nanmax(row) - np.nanmin(row) for row, n in zip(means, counts) if (n > 0).sum() > 1]
+        return float(max(gaps)) if gaps else float("nan")
 
     return stat
 
@@ -66,7 +68,7 @@ def group_fairness(name: str, decision: str = "decision", label: str = "label", 
     from ..metrics import fairness
 
     def stat(c: dict[str, np.ndarray]) -> float:
-        codes, names = fairness.encode_groups([str(g) for g in c[group]])
+        names, codes = np.unique(np.asarray(c[group], dtype=str), return_inverse=True)
         pred = np.asarray(c[decision], dtype=int)
         if name == "equalized_odds_difference":
             return fairness.equalized_odds_difference(np.asarray(c[label], dtype=int), pred, codes, len(names))
