@@ -159,3 +159,30 @@ def test_few_flips_give_compare_a_paired_interval_no_wider_than_the_probes_own(t
     assert d.ci_high - d.ci_low <= own.ci_high - own.ci_low + 1e-9
     _, lo, hi = _unpaired(m, b)
     assert hi - lo > 3 * (d.ci_high - d.ci_low)
+
+
+# ------------------------------------------------------------------ item ids in every probe's samples
+
+def _ids(run_dir, probe: str) -> list[str]:
+    from audit.report.compare import load_runs
+
+    [run] = load_runs([run_dir])
+    return [row.get("item_id") for row in run.iter_samples(probe)]
+
+
+@pytest.mark.slow
+def test_every_probe_logs_a_string_item_id_that_another_run_repeats(run_dir, tiny_llama_dir, tmp_path):
+    """Every samples row of every probe carries a string item_id; another model run with the same inputs and
+    options gives the same ids in the same order (what compare joins on)."""
+    from audit.api import run_probes
+    from probe_runs import probe_inputs
+
+    for probe in PROBES:
+        ids = _ids(run_dir, probe)
+        assert ids and all(isinstance(i, str) and i for i in ids), probe
+    again = ["toxicity", "crows_pairs", "bbq", "counterfactual", "decisions"]
+    data, options = probe_inputs(tmp_path / "inputs")
+    options["counterfactual"]["limit"] = 3
+    other = run_probes(tiny_llama_dir, again, tmp_path / "other", data=data, options=options, batch_size=16)
+    for probe in again:
+        assert _ids(other, probe) == _ids(run_dir, probe), probe

@@ -236,7 +236,8 @@ def run(ctx) -> ProbeResult:
     samples = []
     for i, (it, item_id) in enumerate(zip(items, item_ids(item_key(it) for it in items))):
         row = {"item_id": item_id, "category": it.category, "example_id": it.example_id,
-               "file": Path(it.file).name, "line": it.line, "context_condition": it.condition, "question_polarity": it.polarity, "context": it.context,
+               "file": Path(it.file).name, "line": it.line, "context_condition": it.condition,
+               "question_polarity": it.polarity, "context": it.context,
                "question": it.question, "answers": it.answers, "label": it.label, "unknown": it.unknown,
                "biased_answers": it.biased, "convention": conv.name, "choice": int(choice[i]),
                "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist()}

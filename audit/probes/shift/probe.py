@@ -405,7 +405,8 @@ def run(ctx) -> ProbeResult:
     table, groups, metrics = summarise_slices(stats, has_ref, ctx.seed, n_resamples)
     metrics.update(watch_metrics(watch_mass, ctx.seed, n_resamples))
     sample_rows = divergence_samples(stats, corpora, has_ref) + \
-        [{"item_id": f"watch_mass:{prompt_source}/{j}", "slice": "watch_mass:" + prompt_source, "index": j, "group": item.group, "prompt": item.prompt[:300],
+        [{"item_id": f"watch_mass:{prompt_source}/{j}", "slice": "watch_mass:" + prompt_source, "index": j,
+          "group": item.group, "prompt": item.prompt[:300],
           **{f"watch_mass_{name}": float(mass[j]) for name, mass in watch_mass.items()}}
          for j, item in enumerate(prompt_items)]
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
@@ -476,7 +477,8 @@ def divergence_samples(stats: dict[str, SliceStats], corpora: list[Corpus], has_
         items, arr = by_name[name].items, st.arrays()
         for j, i in enumerate(st.seq_index):
             n = arr["n"][j]
-            row = {"item_id": f"{name}/{i}", "slice": name, "index": i, "group": items[i].group, "text": items[i].text[:300],
+            row = {"item_id": f"{name}/{i}", "slice": name, "index": i, "group": items[i].group,
+                   "text": items[i].text[:300],
                    "n_tokens": int(n), "kl_base_tuned": arr["kl_base_tuned"][j] / n,
                    "kl_tuned_base": arr["kl_tuned_base"][j] / n, "js": arr["js"][j] / n}
             if has_ref:
