@@ -44,6 +44,7 @@ def _flat(text: str) -> str:
 def test_every_registered_probe_declares_its_metrics_next_to_its_run():
     assert set(SPEC_MODULES) == set(PROBES)
     for name, target in PROBES.items():
+        target = target if isinstance(target, str) else target.run  # "module:function" or a ProbeSpec
         run_module = importlib.import_module(target.split(":")[0])
         assert run_module.METRIC_SPECS is metric_specs(name), name  # one declaration, re-exported by the probe
         assert metric_specs(name) and all(isinstance(s, MetricSpec) for s in metric_specs(name))
