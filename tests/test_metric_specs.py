@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import html
 import importlib
 import json
 import os
@@ -43,6 +44,7 @@ def _flat(text: str) -> str:
 def test_every_registered_probe_declares_its_metrics_next_to_its_run():
     assert set(SPEC_MODULES) == set(PROBES)
     for name, target in PROBES.items():
+        target = target if isinstance(target, str) else target.run  # "module:function" or a ProbeSpec
         run_module = importlib.import_module(target.split(":")[0])
         assert run_module.METRIC_SPECS is metric_specs(name), name  # one declaration, re-exported by the probe
         assert metric_specs(name) and all(isinstance(s, MetricSpec) for s in metric_specs(name))
@@ -196,7 +198,8 @@ def test_declared_item_columns_reproduce_the_metric(runs):
     checked = set()
     for run in runs.values():
         for probe, res in _results(run).items():
-            rows = [json.loads(line) for line in Path(res.samples_path).read_text(encoding="utf-8").splitlines()]
+            samples = run / probe.replace(":", "-") / "samples.jsonl"
+            rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
             for spec in metric_specs(probe):
                 m = res.metrics.get(spec.name)
                 if spec.item_column is None or m is None or m.value is None:
@@ -227,11 +230,7 @@ def test_real_results_through_compare_report_card_and_gate(runs, tmp_path):
     for fmt in ("md", "html"):
         out = cli("report", adapter, base, "--base", base, "--format", fmt, "--out", tmp_path / f"report.{fmt}")
         assert out.returncode == 0, out.stderr
-        page = (tmp_path / f"report.{fmt}").read_text(encoding="utf-8")
-        if fmt == "html":
-            import html
-
-            page = html.unescape(page)
+        page = html.unescape((tmp_path / f"report.{fmt}").read_text(encoding="utf-8"))  # both escape HTML
         page = _flat(page.replace("\\|", "|").replace("\\`", "`"))
         for p, m in overall:
             assert f"{p}.{m}" in page and _flat(declared_metric(p, m).description) in page, (fmt, p, m)
@@ -239,7 +238,7 @@ def test_real_results_through_compare_report_card_and_gate(runs, tmp_path):
     out = cli("card", adapter, "--base", base, "--out", tmp_path / "card.md")
     assert out.returncode == 0, out.stderr
     metrics_section = (tmp_path / "card.md").read_text(encoding="utf-8").split("#### Metrics", 1)[1]
-    metrics_section = _flat(metrics_section.split("### Results", 1)[0].replace("\\|", "|"))
+    metrics_section = _flat(html.unescape(metrics_section.split("### Results", 1)[0].replace("\\|", "|")))
     for p, m in overall:
         if not m.startswith(("base.", "change_vs_base.")):  # the card shows this checkpoint's own metrics
             assert f"`{p}.{m}`: {_flat(declared_metric(p, m).description)}" in metrics_section, (p, m)
