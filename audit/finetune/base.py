@@ -43,7 +43,9 @@ class FinetuneConfig:
     overwrite: bool = False  # replace a finished run in `out` (otherwise refused, so results are never lost)
     log_every: int = 10
     gradient_checkpointing: bool = False  # trade compute for activation memory (QLoRA paper default: on)
-    mixed_precision: str = "no"  # accelerate: no | fp16 | bf16 (autocast; master weights stay float32)
+    mixed_precision: str = "no"  # accelerate: no | fp16 | bf16 (autocast over the weights' dtype)
+    dtype: Optional[str] = None  # weights loaded in: float32 (None) | bfloat16 | float16 | auto (precision.py)
+    optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit (bitsandbytes; precision.py)
     # method-specific
     calibration_samples: int = 32
     galore_rank: Optional[int] = None
@@ -87,11 +89,11 @@ class FinetuneMethod:
         raise NotImplementedError
 
     def optimizer(self, model, cfg: FinetuneConfig):
-        """AdamW over the trainable parameters; GaLore overrides."""
-        import torch
+        """AdamW (torch, or bitsandbytes 8-bit with cfg.optimizer) over the trainable parameters; GaLore overrides."""
+        from .precision import make_adamw
 
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return make_adamw(params, cfg)
 
     def save(self, model, tokenizer, out_dir: Path, cfg: FinetuneConfig) -> dict[str, Any]:
         """Write a standard checkpoint into out_dir; return manifest extras (e.g. quantization)."""

@@ -42,7 +42,10 @@ class GaLore(FullFinetune):
     low_rank = False
 
     def optimizer(self, model, cfg: FinetuneConfig):
-        from galore_torch import GaLoreAdamW
+        from galore_torch import GaLoreAdamW, GaLoreAdamW8bit
 
+        if cfg.optimizer != "adamw":  # GaLore's own 8-bit variant (bitsandbytes), as in the paper's 7B run
+            return GaLoreAdamW8bit(galore_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                   is_paged=cfg.optimizer == "paged_adamw8bit")
         return GaLoreAdamW(galore_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            no_deprecation_warning=True)

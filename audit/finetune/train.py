@@ -83,6 +83,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
         bad("seed", cfg.seed, "a non-negative integer")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         bad("mixed_precision", cfg.mixed_precision, "no, fp16 or bf16")
+    from .precision import check_scale_options
+
+    check_scale_options(cfg)  # dtype, 8-bit optimizer, gradient checkpointing, FSDP: values and combinations
 
 
 def total_steps_for(cfg: FinetuneConfig, n_rows: int, num_processes: int = 1) -> int:
@@ -389,7 +392,6 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
                 on_step: Optional[Callable[[int, float], None]] = None) -> tuple[Path, Any]:
     """`train()`, also returning the trained model in eval mode (None if the run had already finished)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from .rank_advice import rank_advice_warning
@@ -407,7 +409,9 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
         return out, None
     # Several CPU processes (torchrun / accelerate launch without GPUs) need cpu=True to join a gloo group.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=multi_cpu)
+    from .precision import make_accelerator
+
+    accelerator = make_accelerator(cfg, cpu=multi_cpu)  # mixed precision may differ from an earlier run here
     resume_from = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -431,6 +435,9 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
     model = method.build(base_dir, cfg, calibration_texts=data.texts[: cfg.calibration_samples])
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
+    from .precision import describe_precision, enable_gradient_checkpointing, full_weights_for_save, gathered_state_dict
+
+    enable_gradient_checkpointing(model, cfg)  # for methods whose build() did not turn it on
     optimizer = method.optimizer(model, cfg)
     n_trainable, n_total = count_parameters(model)
     if n_trainable == 0:
@@ -491,9 +498,12 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
 
     model.eval()
     accelerator.wait_for_everyone()
+    full_state = gathered_state_dict(accelerator, model)  # FSDP: every rank gathers; else None
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        extras = method.save(unwrapped, tokenizer, out, cfg) or {}
+        with full_weights_for_save(unwrapped, full_state):
+            extras = method.save(unwrapped, tokenizer, out, cfg) or {}
+        extras["precision"] = describe_precision(cfg, unwrapped, optimizer, accelerator)
         manifest = build_manifest(cfg, method, data, base_dir, losses, total_steps, start_step, wall, started_at,
                                   n_trainable, n_total, optimizer, extras, run_warnings, accelerator)
         write_json_atomic(out / MANIFEST_NAME, manifest)
