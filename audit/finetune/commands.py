@@ -175,3 +175,6 @@ def rank_advice_command(
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune_command)
     app.command("rank-advice")(rank_advice_command)
+    from .memory_command import memory_estimate_command
+
+    app.command("memory-estimate")(memory_estimate_command)

@@ -172,18 +172,23 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
 
     if not run_dirs:
         raise ConfigError("no run directory given; expected one or more RUN_DIR written by `audit probe`")
+    from ..grid.join import join_split_runs
+
     runs: list[Run] = []
-    seen: dict[str, int] = {}
     for d in run_dirs:
         d = Path(d)
         if not d.is_dir():
             raise file_error(d, "not a directory; expected a run directory written by `audit probe`")
         manifest, results = load_run(d)
-        label = manifest.label or d.name
+        runs.append(Run(path=d, manifest=manifest, results=results, label=manifest.label or d.name,
+                        meta=method_metadata(manifest)))
+    runs = join_split_runs(runs)  # one checkpoint's probes split over several run dirs (audit plan): one run
+    seen: dict[str, int] = {}
+    for run in runs:
+        label, name = run.label, run.path.name
         if label in seen:
-            label = f"{label} ({d.name})" if d.name != label else f"{label} #{seen[label] + 1}"
+            run.label = f"{label} ({name})" if name != label else f"{label} #{seen[label] + 1}"
         seen[label] = seen.get(label, 0) + 1
-        runs.append(Run(path=d, manifest=manifest, results=results, label=label, meta=method_metadata(manifest)))
     return runs
 
 
