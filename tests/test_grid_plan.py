@@ -102,9 +102,12 @@ def test_grid_one_by_one_then_compare_equals_combined_runs(tmp_path, checkpoints
 
 def test_plan_refuses_bad_grids(tmp_path):
     from audit.errors import ConfigError
-    from audit.grid.plan import build_plan, checkpoint_labels
+    from audit.grid.plan import build_plan, checkpoint_labels, read_checkpoints_file
 
     assert checkpoint_labels(["runs/lora/r4", "runs/dora/r4", "base"]) == ["lora-r4", "dora-r4", "base"]
+    listed = tmp_path / "ckpts.txt"
+    listed.write_text("# the sweep\nruns/lora/r4  # rank 4\n\nruns/a#1\n", encoding="utf-8")
+    assert read_checkpoints_file(listed) == ["runs/lora/r4", "runs/a#1"]
     with pytest.raises(ConfigError, match="probe toxicity is already in another probe set"):
         build_plan(["a"], ["toxicity", "crows_pairs,toxicity"], tmp_path)
     with pytest.raises(ConfigError, match="--checkpoint a: given twice"):

@@ -9,7 +9,10 @@ import typer
 
 
 def plan_command(
-    checkpoint: List[str] = typer.Option(..., "--checkpoint", "-c", help="A checkpoint to audit (repeat the flag)."),
+    checkpoint: Optional[List[str]] = typer.Option(None, "--checkpoint", "-c", help="A checkpoint to audit (repeat "
+                                                   "the flag)."),
+    checkpoints_file: Optional[Path] = typer.Option(None, "--checkpoints-file", help="Or a text file: one checkpoint "
+                                                    "per line ('#' comments and blank lines skipped)."),
     probe_set: List[str] = typer.Option(..., "--probe-set", "-p", help="Comma-separated probes run by one job, e.g. "
                                         "toxicity or crows_pairs,bbq (repeat the flag)."),
     out: Path = typer.Option(..., "--out", help="Grid directory: commands.txt, plan.json, slurm.sh, runs/."),
@@ -36,7 +39,12 @@ def plan_command(
 
     slurm = SlurmOptions(partition=slurm_partition, account=slurm_account, time=slurm_time, gpus=slurm_gpus,
                          cpus=slurm_cpus, mem=slurm_mem, max_parallel=slurm_max_parallel, setup=slurm_setup)
-    grid = build_plan(checkpoint, probe_set, out, probe_args=probe_arg or [], launcher=launcher)
+    checkpoints = list(checkpoint or [])
+    if checkpoints_file is not None:
+        from .plan import read_checkpoints_file
+
+        checkpoints += read_checkpoints_file(checkpoints_file)
+    grid = build_plan(checkpoints, probe_set, out, probe_args=probe_arg or [], launcher=launcher)
     where = write_plan(grid, slurm)
     typer.echo(f"wrote {len(grid.jobs)} commands to {where / COMMANDS_FILE} and the Slurm array script "
                f"{where / SLURM_FILE}")

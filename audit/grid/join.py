@@ -52,9 +52,8 @@ def _join(parts: list):
             results[probe] = res.model_copy(update={"samples_path": str(Path(samples).resolve()) if samples else None})
     probes = [p for run in parts for p in run.manifest.probes]
     manifest = first.manifest.model_copy(update={"probes": probes})
-    joined = type(first)(path=first.path, manifest=manifest, results=results, label=first.label, meta=first.meta)
-    joined.meta = {**first.meta, "joined_run_dirs": [str(r.path) for r in parts]}
-    return joined
+    return type(first)(path=first.path, manifest=manifest, results=results, label=first.label,
+                       meta={**first.meta, "joined_run_dirs": [str(r.path) for r in parts]})
 
 
 __all__ = ["join_split_runs"]

@@ -69,6 +69,21 @@ def parse_probe_sets(probe_sets: Sequence[str]) -> list[tuple[str, ...]]:
     return sets
 
 
+def read_checkpoints_file(path: Path) -> list[str]:
+    """One checkpoint per line; blank lines, '#' lines and ' # comments' after a path are skipped."""
+    from ..errors import file_error
+    from ..textfiles import iter_lines
+
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "--checkpoints-file does not exist; expected a text file, one checkpoint per line")
+    lines = [re.split(r"\s#", line, maxsplit=1)[0].strip() for _, line in iter_lines(path, "checkpoint list")]
+    out = [c for c in lines if c and not c.startswith("#")]
+    if not out:
+        raise file_error(path, "no checkpoint listed; expected one checkpoint path per line")
+    return out
+
+
 def checkpoint_labels(checkpoints: Sequence[str]) -> list[str]:
     """A short, unique, file-name-safe label per checkpoint: its directory name, with parent directories
     added while two would collide (runs/lora/r4 and runs/dora/r4 -> lora-r4, dora-r4)."""
@@ -128,4 +143,5 @@ def write_plan(plan: GridPlan, slurm: Optional[SlurmOptions] = None) -> Path:
     return out
 
 
-__all__ = ["GridJob", "GridPlan", "build_plan", "write_plan", "parse_probe_sets", "checkpoint_labels"]
+__all__ = ["GridJob", "GridPlan", "build_plan", "write_plan", "parse_probe_sets", "checkpoint_labels",
+           "read_checkpoints_file"]
