@@ -56,6 +56,7 @@ def test_lora_bf16_with_gradient_checkpointing_tracks_float32(tmp_path, tiny_lla
     assert bf16["config"]["dtype"] == "bfloat16" and bf16["config"]["gradient_checkpointing"] is True
 
 
+@pytest.mark.slow
 def test_full_ft_bf16_8bit_adam_through_the_cli(tmp_path, tiny_llama_dir, train_file):
     """The installed executable: pure-bf16 full FT with gradient checkpointing and bitsandbytes 8-bit AdamW."""
     out = tmp_path / "full-bf16"
@@ -92,6 +93,7 @@ BAD = [
     (["--optimizer", "adam9bit"], "optimizer 'adam9bit': expected one of adamw, adamw8bit, paged_adamw8bit"),
     (["--mixed-precision", "fp8"], "mixed_precision 'fp8': expected no, fp16 or bf16"),
     (["--dtype", "float8"], "--dtype float8: expected one of"),
+    (["--method", "galore", "--optimizer", "adamw8bit"], "galore_torch) needs CUDA"),
 ]
 
 

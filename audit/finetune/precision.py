@@ -74,6 +74,9 @@ def check_scale_options(cfg: FinetuneConfig) -> None:
         if cfg.save_every:
             raise ConfigError("FSDP with --save-every: resumable checkpoints of sharded weights are not supported "
                               "yet; run without --save-every")
+    if cfg.optimizer != "adamw" and method == "galore" and not _cuda():
+        raise ConfigError(f"--optimizer {cfg.optimizer} with --method galore: GaLore's 8-bit AdamW (galore_torch) "
+                          f"needs CUDA; use --optimizer adamw on this machine")
     if cfg.optimizer != "adamw":
         check_8bit_optimizer(cfg.optimizer)
 
