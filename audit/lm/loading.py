@@ -46,12 +46,10 @@ def _bnb_config(dtype):
 def _finetune_manifest(directory: Path) -> Optional[dict[str, Any]]:
     """The checkpoint's fine-tune manifest as recorded (a dict), validated by its one reader; None when the
     directory holds none (a checkpoint not made by `audit finetune`)."""
-    f = directory / MANIFEST_NAME
-    if f.exists():
-        data = _read_json(f)
-        if isinstance(data, dict) and "method" in data:
-            return data
-    return None
+    from ..finetune.manifest import read_checkpoint_manifest
+
+    manifest = read_checkpoint_manifest(directory / MANIFEST_NAME)
+    return manifest.recorded() if manifest is not None else None
 
 
 def _check_adapter_matches_base(adapter_dir: Path, base_dir: Path, adapter_shapes: dict[str, tuple]) -> None:
@@ -105,8 +103,7 @@ def resolve(path: str | Path, base: str | Path | None = None, *, load_in_4bit: b
     if not is_adapter and not (directory / "config.json").exists():
         raise CheckpointError(f"{directory}: no config.json (nor adapter_config.json); expected a Hugging Face "
                               f"model directory or a PEFT adapter directory")
-    ft_manifest = _finetune_manifest(directory)
-    strict.check_finetune_manifest(directory / MANIFEST_NAME, ft_manifest)
+    ft_manifest = _finetune_manifest(directory)  # validated: loader and quantization types first
     if not load_in_4bit and is_adapter and ((ft_manifest or {}).get("quantization") or {}).get("load_in_4bit"):
         load_in_4bit = True  # a QLoRA-style adapter was trained on the NF4 base: audit it on that same base
 
