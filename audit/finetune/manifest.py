@@ -196,6 +196,14 @@ def read_checkpoint_manifest(path: Path | str) -> Optional[FinetuneManifest]:
     return parse_finetune_manifest(data, path)
 
 
+def finetune_manifest_of(description: Any, where: Path | str) -> Optional[FinetuneManifest]:
+    """The typed manifest that a `ModelDescription` (a loaded handle's, or a run manifest's `model`) records;
+    None for a checkpoint without one. `where` names the file in errors (the checkpoint's or the run's
+    manifest.json)."""
+    recorded = getattr(description, "finetune_manifest", None)
+    return parse_finetune_manifest(recorded, where) if recorded else None
+
+
 def is_finetune_manifest(path: Path) -> bool:
     """Does `path` hold a manifest that `audit finetune` wrote (and so may be replaced by --overwrite)?"""
     try:

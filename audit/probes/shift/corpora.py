@@ -160,12 +160,12 @@ def finetune_data_path(model_handle: Any = None, data: Optional[dict[str, str]] 
     if data and data.get("finetune"):
         return Path(data["finetune"])
     desc = model_handle.describe() if model_handle is not None and hasattr(model_handle, "describe") else None
-    recorded = getattr(desc, "finetune_manifest", None)
-    if not recorded:
-        return None
-    from ...finetune.manifest import MANIFEST_NAME, parse_finetune_manifest
+    from ...finetune.manifest import MANIFEST_NAME, finetune_manifest_of
 
-    p = parse_finetune_manifest(recorded, Path(model_handle.path) / MANIFEST_NAME).data_path
+    manifest = finetune_manifest_of(desc, Path(model_handle.path) / MANIFEST_NAME) if desc is not None else None
+    if manifest is None:
+        return None
+    p = manifest.data_path
     if not p.is_absolute() and not p.exists():
         p = Path(model_handle.path) / p
     return p
