@@ -28,7 +28,8 @@ def train_file(tmp_path_factory) -> Path:
 
 
 def _run(tmp_path, base, data, name, method="lora", **kw) -> dict:
-    out = finetune(method=method, model=str(base), data=str(data), out=str(tmp_path / name), steps=STEPS,
+    kw.setdefault("steps", STEPS)
+    out = finetune(method=method, model=str(base), data=str(data), out=str(tmp_path / name),
                    lr=3e-3, rank=4, batch_size=4, seed=0, **kw)
     return json.loads((out / "manifest.json").read_text(encoding="utf-8"))
 
@@ -84,6 +85,25 @@ def test_8bit_state_is_smaller_than_float32_state(tmp_path, tiny_llama_dir, trai
     q8 = _run(tmp_path, tiny_llama_dir, train_file, "adam8", method="full", optimizer="adamw8bit")
     assert q8["optimizer_state_bytes"] < 0.45 * fp32["optimizer_state_bytes"]
     assert _losses(q8) == pytest.approx(_losses(fp32), rel=2e-2)
+
+
+def test_resume_with_8bit_adam_continues_exactly(tmp_path, tiny_llama_dir, train_file):
+    """bitsandbytes' 8-bit state goes through the training checkpoint (weights_only) and back unchanged."""
+    kw = dict(method="full", optimizer="adamw8bit", save_every=2, steps=4)
+    straight = _run(tmp_path, tiny_llama_dir, train_file, "straight", **kw)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, loss):
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune(model=str(tiny_llama_dir), data=str(train_file), out=str(tmp_path / "cut"), lr=3e-3, rank=4,
+                 batch_size=4, seed=0, on_step=stop, **kw)
+    resumed = _run(tmp_path, tiny_llama_dir, train_file, "cut", resume=True, **kw)
+    assert resumed["resumed_from_step"] == 2 and _losses(resumed) == _losses(straight)
 
 
 BAD = [
