@@ -58,6 +58,17 @@ def test_lora_bf16_with_gradient_checkpointing_tracks_float32(tmp_path, tiny_lla
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "dora", "qlora", "galore", "cloq", "loftq", "irqlora"])
+def test_gradient_checkpointing_turns_on_and_changes_no_loss_for_every_method(tmp_path, tiny_llama_dir,
+                                                                               train_file, method):
+    """(LoRA is checked above.) Recomputing activations is exact in float32, whatever the method's layers."""
+    plain = _run(tmp_path, tiny_llama_dir, train_file, "plain", method=method, steps=2)
+    ckpt = _run(tmp_path, tiny_llama_dir, train_file, "ckpt", method=method, steps=2, gradient_checkpointing=True)
+    assert ckpt["precision"]["gradient_checkpointing"] is True and plain["precision"]["gradient_checkpointing"] is False
+    assert _losses(ckpt) == pytest.approx(_losses(plain), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
 def test_full_ft_bf16_8bit_adam_through_the_cli(tmp_path, tiny_llama_dir, train_file):
     """The installed executable: pure-bf16 full FT with gradient checkpointing and bitsandbytes 8-bit AdamW."""
     out = tmp_path / "full-bf16"
