@@ -141,8 +141,9 @@ def probe_rows(base: Path, crows: Path, work: Path, size: dict, cuda: bool) -> l
     device = "cuda" if cuda else "cpu"
     # warm-up (not reported): the scorer, tokenizer and kernels load once, so neither dtype pays for them
     run_probes(str(base), ["toxicity", "crows_pairs"], work / "probe-warmup", data={"crows_pairs": str(crows)},
-               options={"toxicity.limit": 1, "toxicity.k": 1, "toxicity.max_new_tokens": 2, "toxicity.scorer": "profanity",
-                        "toxicity.resamples": 10, "crows_pairs.limit": 2, "crows_pairs.n_bootstrap": 10},
+               options={"toxicity.limit": 1, "toxicity.k": 1, "toxicity.max_new_tokens": 2,
+                        "toxicity.scorer": "profanity", "toxicity.resamples": 10, "crows_pairs.limit": 2,
+                        "crows_pairs.n_bootstrap": 10},
                device=device, batch_size=64, cache_dir=work / "cache-warmup")
     rows = []
     for dtype in ("float32", "bfloat16"):
@@ -189,8 +190,9 @@ def nf4_rows(cuda: bool) -> list[Row]:
         gpu = F.dequantize_4bit(packed_c, state_c).float().cpu()
         codes_equal = torch.equal(packed_c.cpu(), packed)
         diff = int((gpu != cpu).sum())
+        worst = float((gpu - cpu).abs().max())
         rows.append(Row("NF4 round trip", f"bnb CUDA vs CPU, double quant {dq}", "cuda",
-                        "equal" if diff == 0 else f"{diff} of {w.numel()} differ (max {float((gpu - cpu).abs().max()):.3g})",
+                        "equal" if diff == 0 else f"{diff} of {w.numel()} differ (max {worst:.3g})",
                         "", note=f"packed codes {'identical' if codes_equal else 'differ'}; "
                                  f"vs audit NF4Quantizer: {'equal' if torch.equal(gpu, ours) else 'differs'}"))
     return rows

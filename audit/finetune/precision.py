@@ -16,6 +16,7 @@ training loop only calls `check_scale_options`, `enable_gradient_checkpointing`,
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any, Optional
 
@@ -84,7 +85,7 @@ def check_scale_options(cfg: FinetuneConfig) -> None:
 def check_8bit_optimizer(name: str) -> None:
     """bitsandbytes is importable and can take one 8-bit AdamW step on the training device."""
     try:
-        import bitsandbytes as bnb  # noqa: F401
+        importlib.import_module("bitsandbytes")  # an import error is what this checks
     except ImportError:
         raise ConfigError(f"--optimizer {name}: bitsandbytes is not installed; pip install bitsandbytes or use "
                           f"--optimizer adamw") from None
