@@ -53,11 +53,15 @@ def test_grid_one_by_one_then_compare_equals_combined_runs(tmp_path, checkpoints
     script = (grid / "slurm.sh").read_text()
     assert "#SBATCH --array=1-6%2" in script and "--gres" not in script
 
+    todo = _cli("plan-status", grid, "--unfinished")
+    assert todo.returncode == 0 and todo.stdout.strip() == "1,2,3,4,5,6"
     for task in range(1, 7):  # what Slurm does, one task at a time
         proc = subprocess.run(["bash", str(grid / "slurm.sh")], capture_output=True, text=True, timeout=300,
                               env={**_env(), "SLURM_ARRAY_TASK_ID": str(task)})
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert Path(jobs[task - 1]["run_dir"], "manifest.json").exists()
+    status = _cli("plan-status", grid)
+    assert status.stdout.strip().splitlines()[-1] == "6 of 6 jobs finished", status.stdout
     beyond = subprocess.run(["bash", str(grid / "slurm.sh")], capture_output=True, text=True,
                             env={**_env(), "SLURM_ARRAY_TASK_ID": "7"})
     assert beyond.returncode == 2 and "no line 7" in beyond.stderr

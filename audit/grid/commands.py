@@ -50,5 +50,26 @@ def plan_command(
                f"{where / SLURM_FILE}")
 
 
+def plan_status_command(
+    grid: Path = typer.Argument(..., help="Grid directory written by `audit plan`."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Print only the array ids of unfinished jobs, "
+                                    "comma-separated (for sbatch --array=...); nothing when all finished."),
+):
+    """Which jobs of a grid have finished (each job's run directory holds a complete result per probe)."""
+    from .plan import read_plan, unfinished_jobs
+
+    jobs = read_plan(grid)
+    todo = {j.index for j in unfinished_jobs(jobs)}
+    if unfinished:
+        if todo:
+            typer.echo(",".join(str(i) for i in sorted(todo)))
+        return
+    for j in jobs:
+        typer.echo(f"{j.index:>4}  {'todo' if j.index in todo else 'done'}  {j.label}  {','.join(j.probes)}  "
+                   f"{j.run_dir}")
+    typer.echo(f"{len(jobs) - len(todo)} of {len(jobs)} jobs finished")
+
+
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan_command)
+    app.command("plan-status")(plan_status_command)

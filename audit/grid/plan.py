@@ -3,7 +3,7 @@
 No scheduler: the grid is a text file with one `audit probe ...` command per line (so `bash commands.txt`
 runs it one job after another) and a Slurm array script whose task N runs line N. Every job writes its
 own run directory, labelled with its checkpoint's name, and resumes from the generation cache when it is
-run again; `audit compare GRID/runs/*` reads them all and joins the run directories of one checkpoint
+run again (`audit plan-status GRID` says which are done); `audit compare GRID/runs/*` reads them all and joins the run directories of one checkpoint
 (audit.grid.join), so the table is the one a single run per checkpoint would give.
 
     GRID/commands.txt   one command per line (line N = Slurm array task N)
@@ -143,5 +143,28 @@ def write_plan(plan: GridPlan, slurm: Optional[SlurmOptions] = None) -> Path:
     return out
 
 
+def read_plan(grid: Path) -> list[GridJob]:
+    """The jobs of a grid written by `write_plan` (GRID/plan.json)."""
+    import json
+
+    from ..errors import file_error
+
+    f = Path(grid) / PLAN_FILE
+    if not f.is_file():
+        raise file_error(f, "missing; expected a grid directory written by `audit plan`")
+    try:
+        jobs = json.loads(f.read_text(encoding="utf-8"))["jobs"]
+        return [GridJob(**{**j, "probes": tuple(j["probes"])}) for j in jobs]
+    except (ValueError, KeyError, TypeError):
+        raise file_error(f, "not a plan written by `audit plan` (expected {'jobs': [...]})") from None
+
+
+def unfinished_jobs(jobs: Sequence[GridJob]) -> list[GridJob]:
+    """Jobs whose run directory does not hold a finished run with a complete result for each of its probes."""
+    from ..rundir import RunDir
+
+    return [j for j in jobs if not RunDir(j.run_dir).is_finished(j.probes)]
+
+
 __all__ = ["GridJob", "GridPlan", "build_plan", "write_plan", "parse_probe_sets", "checkpoint_labels",
-           "read_checkpoints_file"]
+           "read_checkpoints_file", "read_plan", "unfinished_jobs"]

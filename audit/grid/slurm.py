@@ -57,8 +57,8 @@ def slurm_script(commands: Path, n_jobs: int, opts: SlurmOptions, log_dir: Path)
     array = f"1-{n_jobs}" + (f"%{opts.max_parallel}" if opts.max_parallel else "")
     lines = ["#!/bin/bash",
              "# Written by `audit plan`. Array task N runs line N of commands.txt; every job writes its own run",
-             "# directory and resumes from the generation cache when it runs again (resubmit failed tasks with",
-             "# sbatch --array=<ids> this file). Afterwards: audit compare <grid>/runs/*",
+             "# directory and resumes from the generation cache when it runs again (resubmit what is left with",
+             "# sbatch --array=$(audit plan-status <grid> --unfinished) this file). Then: audit compare <grid>/runs/*",
              f"#SBATCH --job-name={opts.job_name}",
              f"#SBATCH --array={array}",
              f"#SBATCH --output={log_dir}/%A_%a.out",
