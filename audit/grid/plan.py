@@ -3,8 +3,9 @@
 No scheduler: the grid is a text file with one `audit probe ...` command per line (so `bash commands.txt`
 runs it one job after another) and a Slurm array script whose task N runs line N. Every job writes its
 own run directory, labelled with its checkpoint's name, and resumes from the generation cache when it is
-run again (`audit plan-status GRID` says which are done); `audit compare GRID/runs/*` reads them all and joins the run directories of one checkpoint
-(audit.grid.join), so the table is the one a single run per checkpoint would give.
+run again (`audit plan-status GRID` says which are done); `audit compare GRID/runs/*` reads them all
+and joins the run directories of one checkpoint (audit.grid.join), so the table is the one a single run
+per checkpoint would give.
 
     GRID/commands.txt   one command per line (line N = Slurm array task N)
     GRID/plan.json      the jobs: checkpoint, label, probes, run directory, command
