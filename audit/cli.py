@@ -206,6 +206,7 @@ _COMMAND_MODULES = [
     "audit.lab.commands",        # demo
     "audit.lm.models_command",      # models (real models shipped in installed packages)
     "audit.scorers.commands",    # scorer-check
+    "audit.grid.commands",       # plan
 ]
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, file_error
-from ..jsonl import iter_jsonl
 from ..results import ProbeResult, RunManifest
+from ..rundir import RunDir
 
 #: Methods that count as the full fine-tuning reference in the "keeps" rule.
 FULL_FT_METHODS = ("full", "full_ft", "full-ft", "fullft")
@@ -54,12 +54,8 @@ class Run:
     def iter_samples(self, probe: str) -> Iterator[dict[str, Any]]:
         """Rows of the probe's samples.jsonl, streamed (nothing when it logged none). Malformed lines are an
         error. Samples logs can be large: readers stream them and keep only the columns they need."""
-        path = self.samples_file(probe)
-        if self.results.get(probe) is None or path is None or not path.exists():
-            return
-        for _, row in iter_jsonl(path, what="per-sample JSON lines"):
-            if isinstance(row, dict):
-                yield row
+        if self.results.get(probe) is not None:
+            yield from RunDir(self.path).iter_rows(probe, self.results[probe])
 
     def samples(self, probe: str) -> list[dict[str, Any]]:
         """All rows in memory (convenience for small logs; the report and compare stream instead)."""
@@ -99,13 +95,7 @@ class Run:
 
     def samples_file(self, probe: str) -> Optional[Path]:
         res = self.results.get(probe)
-        if res is None:
-            return None
-        if res.samples_path:
-            p = Path(res.samples_path)
-            return p if p.is_absolute() else self.path / p
-        default = self.path / probe.replace(":", "-") / "samples.jsonl"
-        return default if default.exists() else None
+        return RunDir(self.path).samples_file(probe, res) if res is not None else None
 
 
 def number(v: Any) -> Optional[float]:
@@ -160,22 +150,25 @@ def method_metadata(manifest: RunManifest) -> dict[str, Any]:
 
 def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     """Read run directories; labels are made unique (a repeated label gets its directory name)."""
-    from ..api import load_run
-
     if not run_dirs:
         raise ConfigError("no run directory given; expected one or more RUN_DIR written by `audit probe`")
+    from ..grid.join import join_split_runs
+
     runs: list[Run] = []
-    seen: dict[str, int] = {}
     for d in run_dirs:
         d = Path(d)
         if not d.is_dir():
             raise file_error(d, "not a directory; expected a run directory written by `audit probe`")
-        manifest, results = load_run(d)
-        label = manifest.label or d.name
+        manifest, results = RunDir(d).load()
+        runs.append(Run(path=d, manifest=manifest, results=results, label=manifest.label or d.name,
+                        meta=method_metadata(manifest)))
+    runs = join_split_runs(runs)  # one checkpoint's probes split over several run dirs (audit plan): one run
+    seen: dict[str, int] = {}
+    for run in runs:
+        label, name = run.label, run.path.name
         if label in seen:
-            label = f"{label} ({d.name})" if d.name != label else f"{label} #{seen[label] + 1}"
+            run.label = f"{label} ({name})" if name != label else f"{label} #{seen[label] + 1}"
         seen[label] = seen.get(label, 0) + 1
-        runs.append(Run(path=d, manifest=manifest, results=results, label=label, meta=method_metadata(manifest)))
     return runs
 
 
