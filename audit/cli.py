@@ -177,7 +177,10 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                trust_remote_code=trust_remote_code, dtype=dtype, device=device,
                apply_chat_template=apply_chat_template, system_prompt=system_prompt, overwrite=overwrite)
-    _print_run_summary(run_dir)
+    from .distributed import current_world
+
+    if current_world().is_main:  # under torchrun / accelerate launch only rank 0 wrote the run directory
+        _print_run_summary(run_dir)
 
 
 def _print_run_summary(run_dir: Path) -> None:

@@ -94,7 +94,9 @@ def trial_forward(model, batch: int, length: int) -> None:
     """One scoring-sized forward pass: `batch` rows of `length` tokens, log-softmax over every position."""
     import torch
 
-    device = next(model.parameters()).device
+    from .big_model import input_device
+
+    device = input_device(model)
     with torch.inference_mode():
         ids = torch.zeros((batch, length), dtype=torch.long, device=device)
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
@@ -127,7 +129,9 @@ def plan_for(requested: BatchSize, model, *, say: Callable[[str], None] = lambda
     if requested != AUTO:
         return BatchPlan(requested=requested, size=int(requested))
     try:
-        device_type = next(model.parameters()).device.type
+        from .big_model import input_device
+
+        device_type = input_device(model).type
     except (StopIteration, AttributeError):
         device_type = "cpu"
     if device_type == "cpu":

@@ -219,7 +219,9 @@ class ModelHandle:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        from .big_model import input_device
+
+        return input_device(self.model)  # a model split by --device-map: its execution device
 
     @property
     def name(self) -> str:
@@ -231,7 +233,9 @@ class ModelHandle:
         if not self.is_adapter:
             raise CheckpointError(f"{self.path}: not an adapter checkpoint, so it has no built-in base; "
                                   f"load the base model separately (--base PATH)")
-        with self.model.disable_adapter():
+        from .big_model import adapter_disabled
+
+        with adapter_disabled(self.model):  # also for a model split by --device-map
             yield self.model
 
     def describe(self) -> ModelDescription:
@@ -293,11 +297,13 @@ def _check_adapter_matches_base(adapter_dir: Path, base_dir: Path, adapter_shape
 
 def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool = False,
          allow_pickle: bool = False, trust_remote_code: bool = False, dtype: Optional[str] = None,
-         device: Optional[str] = None, tokenizer: str | Path | None = None) -> ModelHandle:
+         device: Optional[str] = None, tokenizer: str | Path | None = None,
+         device_map: Optional[str] = None, max_memory: str | dict | None = None) -> ModelHandle:
     """Load a checkpoint for auditing.
 
     `path` is a model directory, an adapter directory, or (online, or in the HF cache) a hub name.
     For an adapter, the base comes from `base` or from `adapter_config.json`'s `base_model_name_or_path`.
+    `device_map="auto"` (+ `max_memory`) splits a model too large for one device (audit.lm.big_model).
     """
     from .runtime import check_device, current
 
@@ -305,6 +311,9 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     device = device if device is not None else current().device
     if device:
         check_device(device)
+    from . import big_model
+
+    split_kwargs = big_model.from_pretrained_kwargs(device_map, max_memory)  # {} without --device-map
     directory = resolve_checkpoint(path, dtype=dtype)
     is_adapter = (directory / "adapter_config.json").exists()
     if not is_adapter and not (directory / "config.json").exists():
@@ -365,6 +374,8 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
     kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype)
     uses_pickle = not any(model_dir.glob("*.safetensors"))
     kwargs["use_safetensors"] = not uses_pickle
+    if big_model.split_while_loading(is_adapter, load_in_4bit):
+        kwargs.update(split_kwargs)
     quant: Optional[dict[str, Any]] = None
     if load_in_4bit:
         kwargs["quantization_config"] = _bnb_config(torch_dtype)
@@ -393,7 +404,7 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{model_dir}: model files cannot be read ({msg})") from None
     strict.check_nothing_missing(model_dir, loading_info)
-    if not load_in_4bit:
+    if not load_in_4bit and not split_kwargs:
         model.to(dev)
 
     n_adapter = None
@@ -416,6 +427,11 @@ def load(path: str | Path, base: str | Path | None = None, *, load_in_4bit: bool
                                   f"({strict.adapter_error_detail(exc)}); pass the base it was trained on "
                                   f"with --base") from None
         n_adapter = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    if split_kwargs:  # --device-map: where accelerate put the layers (same weights, so the same fingerprint)
+        if not big_model.split_while_loading(is_adapter, load_in_4bit):
+            model = big_model.dispatch(model, split_kwargs)
+        opts.update(device_map=split_kwargs["device_map"], max_memory=big_model.parse_max_memory(max_memory),
+                    placement=big_model.placement_record(model))
     model.eval()
 
     files = weight_files(directory)
