@@ -63,12 +63,13 @@ def parse_max_memory(spec: Union[None, str, dict]) -> Optional[dict[Union[int, s
         else:
             raise ConfigError(f"--max-memory {key}: expected DEVICE=SIZE with DEVICE {MEMORY_KEYS_HELP}, "
                               f"e.g. 0=20GiB,cpu=64GiB")
-        try:
-            if size is None or convert_file_size_to_int(str(size).strip()) <= 0:
+        text = str(size).strip() if size is not None else ""
+        try:  # a bare number is bytes
+            if convert_file_size_to_int(int(text) if text.isdigit() else text) <= 0:
                 raise ValueError(size)
         except (ValueError, TypeError):
             raise ConfigError(f"--max-memory {key}={size}: expected a size such as 200MiB, 20GiB or 2GB") from None
-        out[name] = str(size).strip()
+        out[name] = text
     return out
 
 
@@ -84,13 +85,19 @@ def offload_folder() -> Path:
     return folder
 
 
-def from_pretrained_kwargs(device_map: Optional[str], max_memory: Union[None, str, dict]) -> dict[str, Any]:
-    """The `from_pretrained` arguments for a split load ({} when no --device-map)."""
+def check_split_options(device_map: Optional[str], max_memory: Union[None, str, dict]):
+    """(placement, max_memory) checked, before anything loads; one-line ConfigError otherwise."""
     placement = check_device_map(device_map)
     memory = parse_max_memory(max_memory)
+    if placement is None and memory:
+        raise ConfigError("--max-memory: only used with --device-map (e.g. --device-map auto)")
+    return placement, memory
+
+
+def from_pretrained_kwargs(device_map: Optional[str], max_memory: Union[None, str, dict]) -> dict[str, Any]:
+    """The `from_pretrained` arguments for a split load ({} when no --device-map)."""
+    placement, memory = check_split_options(device_map, max_memory)
     if placement is None:
-        if memory:
-            raise ConfigError("--max-memory: only used with --device-map auto")
         return {}
     kwargs: dict[str, Any] = {"device_map": placement, "offload_folder": str(offload_folder())}
     if memory:
