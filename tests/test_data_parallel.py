@@ -131,7 +131,9 @@ def test_torchrun_two_ranks_equal_one_process(tiny_llama_dir, shared_data, tmp_p
         assert r2.status == "complete" and set(r2.metrics) == set(r1.metrics)
         for name, m in r1.metrics.items():
             for field in ("value", "ci_low", "ci_high"):
-                assert getattr(r2.metrics[name], field) == pytest.approx(getattr(m, field), rel=1e-9, abs=1e-12)
+                want = getattr(m, field)
+                assert getattr(r2.metrics[name], field) == (None if want is None else
+                                                            pytest.approx(want, rel=1e-9, abs=1e-12))
             assert r2.metrics[name].n == m.n
     tox = read_probe_result(two / "toxicity" / "result.json")
     assert tox.generation_stats["model"]["generated"] == 16  # every continuation made once, over two ranks
@@ -139,37 +141,49 @@ def test_torchrun_two_ranks_equal_one_process(tiny_llama_dir, shared_data, tmp_p
     assert sorted(p.name for p in two.iterdir()) == ["crows_pairs", "manifest.json", "toxicity"]
 
 
-def _rank_of(pid: int) -> int | None:
-    try:
-        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-@needs_torchrun
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank of a process in /proc")
 def test_dead_rank_fails_the_run_and_a_rerun_completes_from_the_cache(tiny_llama_dir, tmp_path):
-    opts = {"k": 4, "limit": 24, "max_new_tokens": 24, "scorer": "profanity", "resamples": 200}
-    cache = tmp_path / "cache"
-    out = tmp_path / "run"
-    log = open(tmp_path / "torchrun.log", "w")
-    proc = subprocess.Popen(_torchrun_probe(tiny_llama_dir, out, "toxicity", {"toxicity": opts},
-                                            ["--batch-size", "1"]),
-                            env=_env(cache), stdout=log, stderr=subprocess.STDOUT)
-    victim, deadline = None, time.time() + 300
-    while victim is None and time.time() < deadline and proc.poll() is None:
-        for pid in _shard_pids(cache):
-            shard = next(cache.glob(f"generations/*/*/shard-*-{pid}.jsonl"))
-            if _rank_of(pid) == 1 and shard.read_text().count("\n") >= 2:
-                victim = pid
-        time.sleep(0.02)
-    assert victim is not None, (tmp_path / "torchrun.log").read_text()[-3000:]
-    os.kill(victim, signal.SIGKILL)  # rank 1 dies mid-run, with some of its batches cached
-    rc = proc.wait(timeout=180)  # the other rank cannot hang: it fails at its next collective (or is stopped)
-    log.close()
-    assert rc != 0
+    """Two ranks started as a cluster launcher (srun) starts them: env:// rendezvous, no torchrun to stop the
+    survivor, so rank 0 must notice the dead rank itself, at its next collective."""
+    opts = {"k": 2, "limit": 16, "max_new_tokens": 16, "scorer": "profanity", "resamples": 200}
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    cmd = [str(AUDIT), "probe", "--probes", "toxicity", "--model", str(tiny_llama_dir), "--out", str(out),
+           "--batch-size", "1"] + [a for key, value in opts.items() for a in ("-o", f"toxicity.{key}={value}")]
+    env = {**_env(cache), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    logs = [open(tmp_path / f"rank{rank}.log", "w") for rank in (0, 1)]
+    ranks = [subprocess.Popen(cmd, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdout=logs[rank],
+                              stderr=subprocess.STDOUT) for rank in (0, 1)]
+    try:
+        deadline = time.time() + 300
+        shard = None
+        while time.time() < deadline and ranks[1].poll() is None:
+            shard = next(iter(cache.glob(f"generations/*/*/shard-*-{ranks[1].pid}.jsonl")), None)
+            if shard is not None and shard.read_text().count("\n") >= 2:
+                break
+            time.sleep(0.02)
+        assert shard is not None and ranks[1].poll() is None, (tmp_path / "rank1.log").read_text()[-3000:]
+        ranks[1].send_signal(signal.SIGKILL)  # rank 1 dies mid-run, with some of its batches cached
+        killed_at = time.time()
+        rc = ranks[0].wait(timeout=180)  # bounded: the next collective fails (or times out after 60 s)
+        waited = time.time() - killed_at
+    finally:
+        for proc in ranks:
+            if proc.poll() is None:
+                proc.kill()
+        for log in logs:
+            log.close()
+    rank0_log = (tmp_path / "rank0.log").read_text()
+    assert rc == 3, rank0_log[-3000:]
+    assert "audit: error: data-parallel run: another rank stopped" in rank0_log and "Traceback" not in rank0_log
+    assert waited < 90
     result = read_probe_result(out / "toxicity" / "result.json")
     assert result.status == "unfinished" and not (out / "toxicity" / "samples.jsonl").exists()
     assert read_manifest(out / "manifest.json").finished_at is None
@@ -178,7 +192,7 @@ def test_dead_rank_fails_the_run_and_a_rerun_completes_from_the_cache(tiny_llama
 
     rerun = run_probes(tiny_llama_dir, ["toxicity"], out, options={"toxicity": opts}, batch_size=1, cache_dir=cache)
     stats = read_probe_result(rerun / "toxicity" / "result.json").generation_stats["model"]
-    assert 0 < stats["cached"] < 96 and stats["cached"] + stats["generated"] == 96
+    assert 0 < stats["cached"] < 32 and stats["cached"] + stats["generated"] == 32
     load_run(rerun)  # complete now
     fresh = run_probes(tiny_llama_dir, ["toxicity"], tmp_path / "fresh", options={"toxicity": opts}, batch_size=1,
                        cache_dir=tmp_path / "fresh-cache")
