@@ -137,6 +137,17 @@ def sharding() -> Iterator[World]:
         _SHARDING.reset(token)
 
 
+@contextlib.contextmanager
+def unsharded() -> Iterator[None]:
+    """Switch the engines' sharding off inside a block that each rank runs on different inputs (its share
+    of rl episodes, say): an engine call there must not wait for the other ranks."""
+    token = _SHARDING.set(False)
+    try:
+        yield
+    finally:
+        _SHARDING.reset(token)
+
+
 def my_share(units: Sequence[T]) -> list[T]:
     """This rank's units of work: every size-th one, starting at its rank (the units are sorted longest
     first by the engines, so round-robin keeps the ranks' loads close)."""

@@ -197,3 +197,25 @@ def test_dead_rank_fails_the_run_and_a_rerun_completes_from_the_cache(tiny_llama
     fresh = run_probes(tiny_llama_dir, ["toxicity"], tmp_path / "fresh", options={"toxicity": opts}, batch_size=1,
                        cache_dir=tmp_path / "fresh-cache")
     assert _rows(rerun, "toxicity") == _rows(fresh, "toxicity")
+
+
+def test_rl_episode_shares_merge_into_the_one_process_rollout(monkeypatch):
+    import numpy as np
+
+    from audit.rl.runner import run_episodes
+    from audit.rl.sharded import merge
+
+    kw = dict(seeds=[0, 1, 2], episodes=2, horizon=12, reference="max-utility", log_decisions=True)
+    whole = run_episodes("lending", "random", **kw)
+    parts = []
+    for rank in (0, 1):
+        with monkeypatch.context() as m:
+            seen: dict = {}
+            _pretend_rank(m, rank, seen)
+            run_episodes("lending", "random", **kw)
+            parts.append(seen["part"])
+    assert [len(indices) for indices, _ in parts] == [3, 3]
+    merged = merge(parts, whole.replicates)
+    for name in ("active", "groups", "actions", "positive", "rewards", "group_state", "agreement"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+    assert merged.decisions == whole.decisions and merged.replicates == whole.replicates
