@@ -98,3 +98,9 @@ def test_info_cli_shows_the_placement(tiny_llama_dir):
                                  _split_budget(tiny_llama_dir)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "placement" in proc.stdout and "disk" in proc.stdout and "cpu" in proc.stdout
+
+
+def test_device_map_is_refused_under_a_data_parallel_launch(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="data-parallel"):
+        load(Path("."), device_map="auto")

@@ -72,7 +72,8 @@ def test_loglik_shares_are_disjoint_and_make_the_one_process_result(tiny_llama_d
     h = load(tiny_llama_dir)
     contexts = ["The cat sat on", "The cat sat on", "A dog", "", "Once upon a time", "Once upon a time", "x"]
     conts = [" the mat", " a chair today", " barked", "hello there", " there", " a king", " y z"]
-    requests = [Request(i, tuple(c), tuple(k)) for i, (c, k) in enumerate(encode_requests(h.tokenizer, contexts, conts))]
+    encoded = encode_requests(h.tokenizer, contexts, conts)
+    requests = [Request(i, tuple(c), tuple(k)) for i, (c, k) in enumerate(encoded)]
     args = (h.model, requests, max_length(h.model), h.tokenizer.pad_token_id, 2)
     whole = {s.index: s for s in run_requests(*args)}
     shares = []

@@ -148,6 +148,12 @@ def _device_map_of(model) -> Optional[dict]:
     return hf_map or None
 
 
+def spans_devices(model) -> bool:
+    """True when a dispatched model executes on more than one accelerator (its layers' caches do too)."""
+    hf_map = _device_map_of(model) or {}
+    return len({str(d) for d in hf_map.values() if str(d) not in ("cpu", "disk", "meta")}) > 1
+
+
 def input_device(model):
     """The device a batch of token ids must be on: accelerate's main (execution) device for a dispatched
     model (the first GPU in its map, else the CPU), the parameters' device otherwise."""

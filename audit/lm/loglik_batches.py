@@ -55,9 +55,10 @@ class _Forward:
             self.keep_mask = "logits_to_keep" in params
         except ImportError:
             self.keep_mask = False
-        from .big_model import input_device
+        from .big_model import input_device, spans_devices
 
         self.device = input_device(model)  # the execution device, also of a model split by --device-map
+        self.multi_device = spans_devices(model)  # its key/value cache then lives on several GPUs
         self.torch = torch
 
     def __call__(self, input_ids, attention_mask, keep, position_ids=None, cache=None, use_cache=False):
@@ -191,7 +192,7 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
         rows = t.tensor([row for row, _ in sub])
         pos = ctx_len[rows][:, None] + (cmask.cumsum(-1) - 1).clamp(min=0)
         lp, _ = fwd(cids, t.cat([mask[rows], cmask], dim=1), cmask.bool(), position_ids=pos,
-                    cache=_select_cache(cache, rows.to(fwd.device)), use_cache=True)
+                    cache=_select_cache(cache, rows if fwd.multi_device else rows.to(fwd.device)), use_cache=True)
         targets = [tok for _, req in sub for tok in req.continuation[1:]]
         spans = [len(req.continuation) - 1 for _, req in sub]
         for (_, req), (lps, greedy) in zip(sub, _score_rows(lp, targets, spans)):
