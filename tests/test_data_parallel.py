@@ -220,3 +220,20 @@ def test_rl_episode_shares_merge_into_the_one_process_rollout(monkeypatch):
     for name in ("active", "groups", "actions", "positive", "rewards", "group_state", "agreement"):
         np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
     assert merged.decisions == whole.decisions and merged.replicates == whole.replicates
+
+
+def test_ranks_cut_batches_of_one_size_and_never_halve_alone(monkeypatch):
+    from audit.errors import AuditError
+    from audit.lm.batching import BatchPlan, run_with_halving
+
+    monkeypatch.setattr(distributed, "active_world", lambda: distributed.World(1, 2))
+    monkeypatch.setattr(distributed, "all_gather", lambda obj, what="": [8, obj])  # rank 0 found 8 fits
+    tried = []
+
+    def probe(size):
+        tried.append(size)
+        raise MemoryError("out of memory")
+
+    with pytest.raises(AuditError, match="--batch-size 4"):
+        run_with_halving(probe, BatchPlan(requested="auto", size=16), "probe toxicity")
+    assert tried == [8]  # the smallest size of any rank, and no halving behind the other rank's back
