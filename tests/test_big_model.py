@@ -91,6 +91,7 @@ def test_max_memory_parsing_and_errors():
         load(Path("."), max_memory="cpu=1GB")
 
 
+@pytest.mark.slow
 def test_info_cli_shows_the_placement(tiny_llama_dir):
     exe = Path(sys.executable).with_name("audit")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "audit"]

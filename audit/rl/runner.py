@@ -120,11 +120,13 @@ def run_episodes(env: str, policy: PolicyLike, *, seeds: Sequence[int] = (0,), e
     if batch_envs is not None:
         batch_envs = check_positive("batch_envs", batch_envs)
     replicates = [(s, e) for s in seeds for e in range(episodes)]
-    run = lambda reps: run_replicates(env_id, policy, reps, horizon=horizon, reference=reference,  # noqa: E731
-                                      params=params, batch_envs=batch_envs, log_decisions=log_decisions,
-                                      action_words=action_words, progress=progress)
+    import functools
+
     from .sharded import run_sharded
 
+    run = functools.partial(run_replicates, env_id, policy, horizon=horizon, reference=reference, params=params,
+                            batch_envs=batch_envs, log_decisions=log_decisions, action_words=action_words,
+                            progress=progress)
     return run_sharded(run, replicates)
 
 
