@@ -237,3 +237,22 @@ def test_ranks_cut_batches_of_one_size_and_never_halve_alone(monkeypatch):
     with pytest.raises(AuditError, match="--batch-size 4"):
         run_with_halving(probe, BatchPlan(requested="auto", size=16), "probe toxicity")
     assert tried == [8]  # the smallest size of any rank, and no halving behind the other rank's back
+
+
+def test_scorer_batches_are_shared_between_ranks(monkeypatch):
+    from audit.scorers import get_scorer
+    from audit.scorers.base import score_texts
+
+    scorer = get_scorer("profanity")
+    texts = ["what a damn mess", "hello there", "shit happens", "a calm day", "crap"]
+    whole = score_texts(scorer, texts, batch_size=2)
+    parts = []
+    for rank in (0, 1):
+        with monkeypatch.context() as m:
+            seen: dict = {}
+            _pretend_rank(m, rank, seen)
+            score_texts(scorer, texts, batch_size=2)
+            parts.append(seen["part"])
+    assert sorted(parts[0]) == [0, 4] and sorted(parts[1]) == [2]  # every other batch of two texts
+    merged = {**parts[0], **parts[1]}
+    assert [s for start in sorted(merged) for s in merged[start]] == whole
