@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from . import __version__
+from . import __version__, distributed
 from .errors import ConfigError
 from .lm.models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
@@ -59,6 +59,7 @@ def recordable_options(value: Any) -> Any:
     return {"object": type(value).__name__}
 
 
+@distributed.rank_zero_writes  # under torchrun / accelerate launch: sharded engines, rank 0 writes `out`
 def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base: Optional[ModelLike] = None,
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,

@@ -151,16 +151,21 @@ def resolve(path: str | Path, base: str | Path | None = None, *, load_in_4bit: b
 
 # ------------------------------------------------------------------ 2. load the (base) model
 
-def load_base(ckpt: ResolvedCheckpoint, *, torch_dtype, device: str,
-              trust_remote_code: bool = False) -> tuple[Any, Optional[dict[str, Any]]]:
+def load_base(ckpt: ResolvedCheckpoint, *, torch_dtype, device: str, trust_remote_code: bool = False,
+              split_kwargs: Optional[dict[str, Any]] = None,
+              move_to_device: bool = True) -> tuple[Any, Optional[dict[str, Any]]]:
     """(causal LM on `device`, quantization record or None). Pickle weights go through torch.load with
-    weights_only=True (transformers), so they hold tensors only."""
+    weights_only=True (transformers), so they hold tensors only. `split_kwargs` (device_map/max_memory from
+    audit.lm.big_model) split the model across devices while loading; `move_to_device=False` leaves it on the CPU
+    for a later dispatch (an adapter is attached first)."""
     from transformers import AutoModelForCausalLM
 
     model_dir = ckpt.model_dir
     kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code, dtype=torch_dtype)
     uses_pickle = not any(model_dir.glob("*.safetensors"))
     kwargs["use_safetensors"] = not uses_pickle
+    if split_kwargs:
+        kwargs.update(split_kwargs)
     quant: Optional[dict[str, Any]] = None
     if ckpt.load_in_4bit:
         kwargs["quantization_config"] = _bnb_config(torch_dtype)
@@ -190,7 +195,7 @@ def load_base(ckpt: ResolvedCheckpoint, *, torch_dtype, device: str,
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{model_dir}: model files cannot be read ({msg})") from None
     strict.check_nothing_missing(model_dir, loading_info)
-    if not ckpt.load_in_4bit:
+    if not ckpt.load_in_4bit and move_to_device:
         model.to(device)
     return model, quant
 

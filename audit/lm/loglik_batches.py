@@ -18,6 +18,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from .. import distributed
 from .tokens import pad_batch
 
 
@@ -55,7 +56,10 @@ class _Forward:
             self.keep_mask = "logits_to_keep" in params
         except ImportError:
             self.keep_mask = False
-        self.device = next(model.parameters()).device
+        from .big_model import input_device, spans_devices
+
+        self.device = input_device(model)  # the execution device, also of a model split by --device-map
+        self.multi_device = spans_devices(model)  # its key/value cache then lives on several GPUs
         self.torch = torch
 
     def __call__(self, input_ids, attention_mask, keep, position_ids=None, cache=None, use_cache=False):
@@ -177,7 +181,7 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
         rows = t.tensor([row for row, _ in sub])
         pos = ctx_len[rows][:, None] + (cmask.cumsum(-1) - 1).clamp(min=0)
         lp, _ = fwd(cids, t.cat([mask[rows], cmask], dim=1), cmask.bool(), position_ids=pos,
-                    cache=_select_cache(cache, rows.to(fwd.device)), use_cache=True)
+                    cache=_select_cache(cache, rows if fwd.multi_device else rows.to(fwd.device)), use_cache=True)
         targets = [tok for _, req in sub for tok in req.continuation[1:]]
         spans = [len(req.continuation) - 1 for _, req in sub]
         for (_, req), (lps, greedy) in zip(sub, _score_rows(lp, targets, spans)):
@@ -225,11 +229,20 @@ def run_requests(model, requests: Sequence[Request], limit: int, pad_id: int, ba
     for c in [c for c, reqs in groups.items() if len(reqs) == 1 or len(c) == 1]:
         plain += [(req, *_window(req, limit)) for req in groups.pop(c)]
     out: list[Scored] = []
+    # the one-process batches: shared-context chunks, then plain batches (longest first); under a launcher
+    # each rank runs its share of them and the scores are all-gathered (audit.distributed)
+    contexts = sorted(groups, key=len, reverse=True)
+    plain.sort(key=lambda it: -len(it[1]))
+    units = [(True, chunk) for chunk in _chunks(contexts, groups, batch_size)] + \
+        [(False, plain[start:start + batch_size]) for start in range(0, len(plain), batch_size)]
     with torch.inference_mode():
-        contexts = sorted(groups, key=len, reverse=True)
-        for chunk in _chunks(contexts, groups, batch_size):
-            out += _run_shared_chunk(fwd, chunk, groups, pad_id, 2 * batch_size)
-            if progress:
-                progress(sum(len(groups[c]) for c in chunk))
-        out += _run_plain(fwd, plain, pad_id, batch_size, progress)
+        for shared, unit in distributed.my_share(units):
+            if shared:
+                out += _run_shared_chunk(fwd, unit, groups, pad_id, 2 * batch_size)
+                if progress:
+                    progress(sum(len(groups[c]) for c in unit))
+            else:
+                out += _run_plain(fwd, unit, pad_id, batch_size, progress)
+    if distributed.active_world().parallel:
+        out = [s for share in distributed.all_gather(out, "gathering log-likelihoods") for s in share]
     return out

@@ -25,7 +25,9 @@ class Side:
 
     @property
     def device(self):
-        return next(self.model.parameters()).device
+        from ...lm.big_model import input_device
+
+        return input_device(self.model)  # a model split by --device-map: its execution device
 
 
 def _same_weights(a, b) -> bool:
