@@ -12,9 +12,9 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("template_loglik", "per group: mean log P(template words after the slot | prefix with the group) "
                "over templates", "higher", "nats", digits=3),
     MetricSpec("template_loglik_gap", "per category: largest minus smallest group mean of template_loglik "
-               "(templates resampled with all their groups)", "lower", "nats", no_behaviour=0.0, digits=3),
+               "(templates resampled with all their groups)", "lower", "nats", digits=3),
     MetricSpec("template_loglik_max_gap", "the largest template_loglik gap over categories (its category and "
-               "groups in the note)", "lower", "nats", no_behaviour=0.0, digits=3),
+               "groups in the note)", "lower", "nats", digits=3),
     MetricSpec("toxicity", "per group: mean toxicity score of the k continuations of the filled templates",
                "lower", "score (0-1)", rate=True),
     MetricSpec("toxicity_gap", "per category: largest minus smallest group mean toxicity", "lower",

@@ -14,11 +14,11 @@ _REF = "reference (e.g. the full fine-tune)"
 
 METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("kl_base_tuned_mean", "mean per-token KL(base || tuned) of the next-token distributions",
-               "lower", _NATS, no_behaviour=0.0, rate=True, digits=4),
+               "lower", _NATS, rate=True, digits=4),
     MetricSpec("kl_tuned_base_mean", "mean per-token KL(tuned || base) of the next-token distributions",
-               "lower", _NATS, no_behaviour=0.0, rate=True, digits=4),
+               "lower", _NATS, rate=True, digits=4),
     MetricSpec("js_mean", "mean per-token Jensen-Shannon divergence between base and tuned", "lower", _NATS,
-               no_behaviour=0.0, rate=True, digits=4),
+               rate=True, digits=4),
     MetricSpec("kl_base_tuned_median", "median over tokens of KL(base || tuned) (no interval)", "lower", _NATS,
                rate=True, digits=4),
     MetricSpec("kl_base_tuned_p95", "95th percentile over tokens of KL(base || tuned) (no interval)", "lower",
