@@ -257,9 +257,14 @@ def test_real_results_through_compare_report_card_and_gate(runs, tmp_path):
               and _results(base)[p].metrics[m].value is not None]
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n" + "".join(f"  - '{r}'\n" for r in rules), encoding="utf-8")
-    out = cli("gate", adapter, "--policy", policy, "--base", base, "--junit", tmp_path / "j.xml")
+    out = cli("gate", adapter, "--policy", policy, "--base", base, "--junit", tmp_path / "j.xml",
+              "--summary", tmp_path / "gate.md")
     assert out.returncode == 0, out.stdout + out.stderr
     assert (tmp_path / "j.xml").read_text().count("<testcase") == len(rules)
+    summary = _flat(html.unescape((tmp_path / "gate.md").read_text(encoding="utf-8")).replace("\\|", "|"))
+    for p, m in overall:
+        if results[p].metrics[m].value is not None:
+            assert f"`{p}.{m}`: {_flat(declared_metric(p, m).description)}" in summary, (p, m)
     policy.write_text("rules:\n  - bbq.accuracy_ambiguous <= 1\n", encoding="utf-8")
     out = cli("gate", adapter, "--policy", policy)
     assert out.returncode == 2 and "accuracy_3way_ambig" in _flat(out.stderr), out.stderr
