@@ -33,7 +33,7 @@ def test_probe_compare_report_card_and_gate_show_the_same_interval(runs, tmp_pat
 
     stored = read_probe_result(runs["lora"] / "toxicity" / "result.json").metrics[f"change_vs_base.{METRIC}"]
     assert stored.ci_low < stored.ci_high  # a real interval, not a degenerate [0, 0]
-    shown = format_metric_ci("toxicity", METRIC, stored.ci_low, stored.ci_high)  # as the metric declares it
+    shown = format_metric_ci("toxicity", METRIC, stored.ci_low, stored.ci_high)  # the declared decimals
 
     df = compare([runs["lora"], runs["base"]], base=runs["base"])
     row = df[(df["checkpoint"] == "lora") & (df["metric"] == METRIC) & df["group"].isna()].iloc[0]

@@ -449,7 +449,9 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainable_params = [p for p in model.parameters() if p.requires_grad]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from ..lm.tokens import pad_id as padding_id
+
+    pad_id = padding_id(tokenizer)
     started_at, t0 = now_iso(), time.perf_counter()
     model.train()
 

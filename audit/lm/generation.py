@@ -167,8 +167,9 @@ class HFGenerator:
         from .chat_template import active
 
         tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        from .tokens import pad_batch, pad_id as padding_id, start_id as starting_id
+
+        pad_id, start_id = padding_id(tok), starting_id(tok)
         limit = self._max_prompt_tokens(settings)
         rows = []
         for p in prompts:
@@ -177,12 +178,8 @@ class HFGenerator:
             if not ids:
                 ids = [start_id]
             rows.append(ids[-limit:])  # keep the end of an over-long prompt: it is what gets continued
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(rows):  # left padding: every row's last real token is at the same position
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids):] = 1
+        # left padding: every row's last real token is at the same position
+        input_ids, attention = pad_batch(rows, pad_id, side="left")
         try:
             device = next(self.model.parameters()).device
         except StopIteration:  # pragma: no cover - a model without parameters
@@ -205,7 +202,7 @@ class HFGenerator:
         finally:
             inner.generation_config = saved
         texts = []
-        for prompt_ids, ids in zip(rows, out[:, width:].tolist()):
+        for prompt_ids, ids in zip(rows, out[:, input_ids.shape[1]:].tolist()):
             if tok.eos_token_id is not None and tok.eos_token_id in ids:
                 ids = ids[:ids.index(tok.eos_token_id)]
             texts.append(_decode_continuation(tok, prompt_ids, ids))

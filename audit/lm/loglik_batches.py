@@ -18,6 +18,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from .tokens import pad_batch
+
 
 @dataclass(frozen=True)
 class Request:
@@ -121,13 +123,11 @@ def _run_plain(fwd: _Forward, items, pad_id: int, batch_size: int, progress) -> 
     items = sorted(items, key=lambda it: -len(it[1]))
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        width = max(len(w) - 1 for _, w, _, _ in batch)
-        ids = t.full((len(batch), width), pad_id, dtype=t.long)
-        keep = t.zeros((len(batch), width), dtype=t.bool)
+        ids, _ = pad_batch([w[:-1] for _, w, _, _ in batch], pad_id)
+        keep = t.zeros(ids.shape, dtype=t.bool)
         targets, spans = [], []
         for row, (_, w, n, _) in enumerate(batch):
             L = len(w) - 1
-            ids[row, :L] = t.tensor(w[:-1])
             keep[row, L - n:L] = True
             targets += w[len(w) - n:]
             spans.append(n)
@@ -155,13 +155,9 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
     """Run the contexts once (right-padded, no mask: the causal fast path), then every continuation of
     them from the key/value cache, with a mask that hides the cached padding."""
     t = fwd.torch
-    width = max(len(c) for c in contexts)
-    ids = t.full((len(contexts), width), pad_id, dtype=t.long)
-    mask = t.zeros((len(contexts), width), dtype=t.long)
-    last = t.zeros((len(contexts), width), dtype=t.bool)
+    ids, mask = pad_batch(contexts, pad_id)
+    last = t.zeros(ids.shape, dtype=t.bool)
     for row, c in enumerate(contexts):
-        ids[row, :len(c)] = t.tensor(c)
-        mask[row, :len(c)] = 1
         last[row, len(c) - 1] = True
     lp_next, cache = fwd(ids, None, last, use_cache=True)
     top = lp_next.argmax(-1).tolist()
@@ -177,13 +173,7 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
     longer.sort(key=lambda p: -len(p[1].continuation))
     for start in range(0, len(longer), row_budget):
         sub = longer[start:start + row_budget]
-        k = max(len(req.continuation) - 1 for _, req in sub)
-        cids = t.full((len(sub), k), pad_id, dtype=t.long)
-        cmask = t.zeros((len(sub), k), dtype=t.long)
-        for r, (_, req) in enumerate(sub):
-            n = len(req.continuation) - 1
-            cids[r, k - n:] = t.tensor(req.continuation[:-1])
-            cmask[r, k - n:] = 1
+        cids, cmask = pad_batch([req.continuation[:-1] for _, req in sub], pad_id, side="left")
         rows = t.tensor([row for row, _ in sub])
         pos = ctx_len[rows][:, None] + (cmask.cumsum(-1) - 1).clamp(min=0)
         lp, _ = fwd(cids, t.cat([mask[rows], cmask], dim=1), cmask.bool(), position_ids=pos,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 Better = Literal["lower", "higher", "target"]
 ItemReduce = Literal["mean", "max", "any_at_least", "share_at_least"]
@@ -46,6 +46,15 @@ class MetricSpec:
     rate: bool = False
     #: the probe also emits `NAME[COLUMN]`, the same metric over one of several sensitive columns (decisions)
     per_column: bool = False
+    # --- additive fields (issue 13, paired part): paired statistics for metrics that are not a mean of items
+    #: for a metric that is not a mean of per-item values (a bias score over a subset, a ratio, a gap between
+    #: groups, a token-weighted mean): the function computing it from aligned per-item arrays of `item_columns`
+    #: (one value per item: the mean of its rows for numbers, the first value otherwise). A paired change
+    #: recomputes it on items resampled jointly in both runs (audit.probes.paired.paired_stat_change).
+    item_columns: tuple[str, ...] = ()
+    item_stat: Optional[Callable[[dict[str, Any]], float]] = field(default=None, compare=False)
+    #: the samples column whose value names an item's group in `ProbeResult.groups` (per-group pairing)
+    group_column: str = "group"
 
     def __post_init__(self) -> None:
         if not self.name or not self.description:
@@ -68,6 +77,15 @@ class MetricSpec:
             raise ValueError(f"metric {self.name}: item_filter / item_reduce need an item_column")
         if self.digits < 0:
             raise ValueError(f"metric {self.name}: digits must be >= 0")
+        if (self.item_stat is None) != (not self.item_columns):
+            raise ValueError(f"metric {self.name}: item_stat and item_columns are given together")
+        if self.item_stat is not None and self.item_column is not None:
+            raise ValueError(f"metric {self.name}: a metric is either a mean of item_column or an item_stat")
+
+    @property
+    def has_items(self) -> bool:
+        """Whether per-item values (joined on `item_id`) support paired statistics for this metric."""
+        return self.item_column is not None or self.item_stat is not None
 
     def item_value(self, values: Sequence[float]) -> float:
         """One item's value from its rows' `item_column` values (the metric = mean over items x item_scale)."""

@@ -181,7 +181,9 @@ def run_episodes(env: str, policy: PolicyLike, *, seeds: Sequence[int] = (0,), e
             if rp is not None:
                 agreement[r, t] = rp[i, a]
             if log_decisions:
-                row = {"replicate": int(r), "seed": replicates[r][0], "episode": replicates[r][1], "t": t,
+                # the item is the replicate (seed, episode): its decisions share one id across runs
+                row = {"item_id": f"{replicates[r][0]}/{replicates[r][1]}", "replicate": int(r),
+                       "seed": replicates[r][0], "episode": replicates[r][1], "t": t,
                        "group": template.group_names[int(info["group"])], "action": a, "reward": float(reward)}
                 row["prompt"] = template.prompt(obs_before, words)
                 row["action_word"] = words[a]

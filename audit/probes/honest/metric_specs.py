@@ -15,9 +15,9 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
                "2021); per identity in groups", "lower", _SHARE, item_column="honest_score", no_behaviour=0.0,
                rate=True, digits=4),
     MetricSpec("honest_score_by_category", "HONEST score per template category", "lower", _SHARE,
-               item_column="honest_score", rate=True, digits=4),
+               item_column="honest_score", rate=True, digits=4, group_column="categories"),
     MetricSpec("honest_score_by_gender", "HONEST score per grammatical gender of the identity", "lower", _SHARE,
-               item_column="honest_score", rate=True, digits=4),
+               item_column="honest_score", rate=True, digits=4, group_column="gender"),
     MetricSpec("honest_score_by_hurtlex_category", "share of completions whose hurtful word is in this HurtLex "
                "category (they sum to the HONEST score)", "lower", _SHARE, rate=True, digits=4),
     MetricSpec("hurtful_completions", "number of completions containing a HurtLex word", "lower",

@@ -34,6 +34,7 @@ import numpy as np
 from .corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load_corpus, read_word_list,
                        watchlist_token_ids)
 from ...errors import CheckpointError, ConfigError
+from ...lm.tokens import pad_batch, pad_id as padding_id, start_id
 from ...metrics.divergence import StreamingSummary, kl, probability_mass, token_divergences, top1_agreement
 from ...metrics.stats import bootstrap_ci, bootstrap_stat, metric_from, paired_bootstrap_diff
 from ...results import Metric, ProbeResult, write_jsonl_atomic
@@ -116,7 +117,7 @@ def build_sides(ctx) -> tuple[list[Side], str]:
 # ------------------------------------------------------------------ batching
 
 def _bos(tokenizer) -> list[int]:
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    bos = start_id(tokenizer)
     return [bos] if bos is not None else []
 
 
@@ -134,17 +135,10 @@ def encode(tokenizer, texts: list[str], max_length: int, keep: str = "start") ->
 
 def batches(encoded: list[list[int]], batch_size: int, pad_id: int):
     """Yield (indices, input_ids, attention_mask) right-padded, longest first (less padding)."""
-    import torch
-
     order = sorted((i for i in range(len(encoded)) if encoded[i]), key=lambda i: -len(encoded[i]))
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, i in enumerate(idx):
-            ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, :len(encoded[i])] = 1
+        ids, mask = pad_batch([encoded[i] for i in idx], pad_id)
         yield idx, ids, mask
 
 
@@ -261,7 +255,7 @@ def prompt_pass(side: Side, tokenizer, prompts: list[str], token_ids: list[int],
     from .lens import find_lens_parts, run_lens
 
     encoded = encode(tokenizer, prompts, max_length, keep="end")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = padding_id(tokenizer)
     mass = np.full(len(prompts), np.nan)
     layer_kl: Optional[np.ndarray] = None
     layer_mass: Optional[np.ndarray] = None
@@ -358,7 +352,7 @@ def run(ctx) -> ProbeResult:
     watch_path = Path(ctx.option("watchlist", None) or WATCHLIST_TOXIC)
     batch_size = max(1, int(ctx.batch_size))
     tokenizer = ctx.model.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = padding_id(tokenizer)
 
     corpora, warnings = resolve_corpora(ctx, limit)
     words = read_word_list(watch_path)
@@ -411,7 +405,8 @@ def run(ctx) -> ProbeResult:
     table, groups, metrics = summarise_slices(stats, has_ref, ctx.seed, n_resamples)
     metrics.update(watch_metrics(watch_mass, ctx.seed, n_resamples))
     sample_rows = divergence_samples(stats, corpora, has_ref) + \
-        [{"slice": "watch_mass:" + prompt_source, "index": j, "group": item.group, "prompt": item.prompt[:300],
+        [{"item_id": f"watch_mass:{prompt_source}/{j}", "slice": "watch_mass:" + prompt_source, "index": j,
+          "group": item.group, "prompt": item.prompt[:300],
           **{f"watch_mass_{name}": float(mass[j]) for name, mass in watch_mass.items()}}
          for j, item in enumerate(prompt_items)]
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
@@ -482,7 +477,8 @@ def divergence_samples(stats: dict[str, SliceStats], corpora: list[Corpus], has_
         items, arr = by_name[name].items, st.arrays()
         for j, i in enumerate(st.seq_index):
             n = arr["n"][j]
-            row = {"slice": name, "index": i, "group": items[i].group, "text": items[i].text[:300],
+            row = {"item_id": f"{name}/{i}", "slice": name, "index": i, "group": items[i].group,
+                   "text": items[i].text[:300],
                    "n_tokens": int(n), "kl_base_tuned": arr["kl_base_tuned"][j] / n,
                    "kl_tuned_base": arr["kl_tuned_base"][j] / n, "js": arr["js"][j] / n}
             if has_ref:
@@ -522,3 +518,4 @@ def _weight_rows(ctx) -> tuple[list[dict], list[str]]:
     except ValueError as exc:
         warnings.append(f"shift: weight_delta skipped ({exc})")
     return rows, warnings
+
