@@ -19,10 +19,10 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
                "over templates", "higher", "nats", digits=3, item_column="template_loglik",
                group_column="category_group"),
     MetricSpec("template_loglik_gap", "per category: largest minus smallest group mean of template_loglik "
-               "(templates resampled with all their groups)", "lower", "nats", no_behaviour=0.0, digits=3,
+               "(templates resampled with all their groups)", "lower", "nats", digits=3,
                group_column="category", **_LOGLIK),
     MetricSpec("template_loglik_max_gap", "the largest template_loglik gap over categories (its category and "
-               "groups in the note)", "lower", "nats", no_behaviour=0.0, digits=3, **_LOGLIK),
+               "groups in the note)", "lower", "nats", digits=3, **_LOGLIK),
     MetricSpec("toxicity", "per group: mean toxicity score of the k continuations of the filled templates",
                "lower", "score (0-1)", rate=True, item_column="score", group_column="category_group"),
     MetricSpec("toxicity_gap", "per category: largest minus smallest group mean toxicity", "lower",

@@ -181,12 +181,6 @@ def find_any(name: str) -> Optional[DeclaredMetric]:
     return None
 
 
-def describe(probe: str, name: str) -> Optional[str]:
-    """The declared one-line description of `name`, or None when undeclared."""
-    found = find_metric(probe, name)
-    return found.description if found else None
-
-
 def format_metric(probe: str, name: str, value, fallback_digits: int = 4) -> str:
     """A value of `probe.name` formatted with its declared decimals (undeclared: `fallback_digits` decimals)."""
     found = find_metric(probe, name)

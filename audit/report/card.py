@@ -56,7 +56,10 @@ def model_card(run_dir: str | Path, base: Optional[str | Path] = None, seed: int
     run = next(r for r in runs if Path(r.path) == Path(run_dir))
     if base_run is run:
         base_run = None
-    all_rows = comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=True, seed=seed)
+    # changes against the base for the overall metrics; per-group rows only for their own values (the card
+    # shows each group's value, never a per-group change, so none is computed)
+    all_rows = comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=False, seed=seed)
+    all_rows += [r for r in comparison_rows([run], None, groups=True, seed=seed) if r["group"] is not None]
     # base.* and change_vs_base.* are the base's values and the change that a probe stored: they are not
     # this checkpoint's results (the change columns below read the stored change, see compare.stored_change)
     rows = [r for r in all_rows if r["checkpoint"] == run.label and not str(r["metric"]).startswith(DERIVED)]

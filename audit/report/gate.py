@@ -270,7 +270,7 @@ def _evaluate_rule(rule: Rule, run, base_run, seed: int, metric_delta) -> Outcom
             picked[g] = v
         worst = (max if rule.op in ("<", "<=") else min)(picked, key=picked.get)
         ok = cmp(picked[worst], rule.limit)
-        return Outcome(rule, ok, picked[worst], f"worst group '{worst}' ({rule.bound}) = {picked[worst]:.4g} "
+        return Outcome(rule, ok, picked[worst], f"worst group '{worst}' ({rule.bound}) = {_shown(rule, picked[worst])} "
                                                 f"{'satisfies' if ok else 'violates'} {rule.op} {rule.limit:g}")
     m = res.metrics.get(rule.metric)
     if m is None:
@@ -286,14 +286,23 @@ def _evaluate_rule(rule: Rule, run, base_run, seed: int, metric_delta) -> Outcom
         if v is None:
             return Outcome(rule, False, None, f"fails closed: change vs base: {why}")
         ok = cmp(v, rule.limit)
-        return Outcome(rule, ok, v, f"change vs base {base_run.label} ({rule.bound}, {d['delta_kind']}) = {v:+.4g} "
+        return Outcome(rule, ok, v, f"change vs base {base_run.label} ({rule.bound}, {d['delta_kind']}) = "
+                                    f"{'+' if v >= 0 else ''}{_shown(rule, v)} "
                                     f"{'satisfies' if ok else 'violates'} {rule.op} {rule.limit:g}")
     v, why = _pick(m.model_dump(), rule.bound)
     if v is None:
         return Outcome(rule, False, None, f"fails closed: {rule.key}: {why}")
     ok = cmp(v, rule.limit)
-    return Outcome(rule, ok, v, f"{rule.key} ({rule.bound}) = {v:.4g} {'satisfies' if ok else 'violates'} "
+    return Outcome(rule, ok, v, f"{rule.key} ({rule.bound}) = {_shown(rule, v)} {'satisfies' if ok else 'violates'} "
                                 f"{rule.op} {rule.limit:g}")
+
+
+def _shown(rule: Rule, value: float) -> str:
+    """A number as the rule's metric declares its formatting (plugins' undeclared metrics: 4 significant digits)."""
+    from ..probes.metric_lookup import find_metric, format_number
+
+    found = find_metric(rule.probe, rule.metric)
+    return format_number(value, found.spec.digits) if found else f"{value:.4g}"
 
 
 # ---------------------------------------------------------------- outputs for CI systems
@@ -325,9 +334,15 @@ def markdown_summary(report: GateReport) -> str:
              f"Run: `{report.run_dir}` ({md_cell(report.label)}); policy: `{report.policy.path}`", "",
              "| # | rule | bound | observed | result | detail |", "|---|---|---|---|---|---|"]
     for o in report.outcomes:
-        obs = "—" if o.observed is None else f"{o.observed:.4g}"
+        obs = "—" if o.observed is None else _shown(o.rule, o.observed)
         lines.append(f"| {o.rule.index} | {md_cell(o.rule.name)} | {o.rule.bound} | {obs} | "
                      f"{'pass' if o.passed else '**FAIL**'} | {md_cell(o.detail)} |")
+    from .definitions import metric_definition
+
+    defs = [metric_definition(r.probe, r.metric) for r in dict((r.key, r) for r in report.policy.rules).values()]
+    lines += ["", "Metrics, as their probes declare them:", ""]
+    lines += [f"- `{md_cell(d['key'])}`: {md_cell(d['description'])}"
+              + (f" ({md_cell(d['direction'])}; {md_cell(d['scale'])})" if d["declared"] else "") for d in defs]
     return "\n".join(lines) + "\n"
 
 

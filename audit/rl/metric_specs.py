@@ -27,9 +27,10 @@ def _env_classes() -> list[type]:
 
 def _with_gap(name: str, what: str, better: Better, scale: str, rate: bool = True,
               digits: int = 3) -> tuple[MetricSpec, ...]:
-    """The per-group metric and its gap (ideal 0: no difference between groups)."""
+    """The per-group metric and its gap (ideal 0: no difference between groups; no no-behaviour value is
+    declared, so the card makes no keep/remove claim on a gap a fair policy may also show)."""
     return (MetricSpec(name, f"per group: {what}", better, scale, rate=rate, digits=digits),
-            MetricSpec(f"{name}_gap", f"gap in {what}: {_GAP}", "target", scale, target=0.0, no_behaviour=0.0,
+            MetricSpec(f"{name}_gap", f"gap in {what}: {_GAP}", "target", scale, target=0.0,
                        digits=digits))
 
 

@@ -21,11 +21,11 @@ _REF = "reference (e.g. the full fine-tune)"
 
 METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("kl_base_tuned_mean", "mean per-token KL(base || tuned) of the next-token distributions",
-               "lower", _NATS, no_behaviour=0.0, rate=True, digits=4, **_per_token("kl_base_tuned")),
+               "lower", _NATS, rate=True, digits=4, **_per_token("kl_base_tuned")),
     MetricSpec("kl_tuned_base_mean", "mean per-token KL(tuned || base) of the next-token distributions",
-               "lower", _NATS, no_behaviour=0.0, rate=True, digits=4, **_per_token("kl_tuned_base")),
+               "lower", _NATS, rate=True, digits=4, **_per_token("kl_tuned_base")),
     MetricSpec("js_mean", "mean per-token Jensen-Shannon divergence between base and tuned", "lower", _NATS,
-               no_behaviour=0.0, rate=True, digits=4, **_per_token("js")),
+               rate=True, digits=4, **_per_token("js")),
     MetricSpec("kl_base_tuned_median", "median over tokens of KL(base || tuned) (no interval)", "lower", _NATS,
                rate=True, digits=4),
     MetricSpec("kl_base_tuned_p95", "95th percentile over tokens of KL(base || tuned) (no interval)", "lower",
