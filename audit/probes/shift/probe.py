@@ -35,6 +35,7 @@ from .sides import Side, batches, build_sides, encode, side_logits
 from .slices import SliceStats, divergence_samples, summarise_slices
 from .watch import prompt_pass, watch_metrics
 from .weight_delta import weight_delta_table
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from ...errors import ConfigError
 from ...lm.tokens import pad_id as padding_id
 from ...results import ProbeResult, write_jsonl_atomic
