@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from ..errors import ConfigError
 from .demo_chart import plot_summary
 from .demo_plan import make_plan
+from .demo_rank_rule import count_examples, rank_rule
 from .demo_summary import summarise
 
 
@@ -107,7 +108,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
         ft = corpus_mod.write_finetune_corpus(data_dir / "finetune.jsonl", seed=seed + 1)
         probe_data = corpus_mod.write_probe_data(
             data_dir / "probes", seed=seed,
-            size=corpus_mod.ProbeSize(subjects_per_situation=plan.subjects_per_situation,
+            size=corpus_mod.ProbeSize(target_prompts=plan.target_prompts, other_prompts=plan.other_prompts,
                                       decisions=plan.decisions_rows))
         rates = corpus_mod.measure_rates(pre.read_text(encoding="utf-8").splitlines())  # counted from the file
         write_json_atomic(data_dir / "planted_rates.json", rates)
@@ -207,6 +208,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
     summary = summarise(run_dirs, plan, ref_label)
     summary["report"] = str(report_path)
     summary["planted_rates"] = json.loads((data_dir / "planted_rates.json").read_text(encoding="utf-8"))
+    summary["rank_rule"] = rank_rule(summary["rows"], ref_label, count_examples(ft_path))
     summary["stage_seconds"] = st.timings
     summary["chart"] = str(plot_summary(summary, out / "summary.png"))
     if not model:

@@ -4,12 +4,13 @@ behaviours the summary reads (`Behaviour`). Plain data; the pipeline (`demo_pipe
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from . import world
+from . import lending_rows, world
 from .pretrain import PretrainConfig
 
 
@@ -35,7 +36,8 @@ class DemoPlan:
     ft_lr: dict[str, float]  # per method; low-rank adapters conventionally take a larger rate than full FT
     ft_max_length: int
     probe_options: dict[str, Any]
-    subjects_per_situation: int
+    target_prompts: int  # toxicity prompts about the target group
+    other_prompts: int  # toxicity prompts per other group
     decisions_rows: int
     user_model: Optional[str] = None
 
@@ -59,6 +61,19 @@ ALL_LOW_RANK_EXTRA = ("qlora", "cloq", "galore", "irqlora")
 DEFAULT_RANKS = (1, 4, 16, 64)
 QUICK_RANKS = (1, 16)
 
+# Target-group toxicity prompts. The headline is a difference of two shares of prompts (a checkpoint's
+# toxicity toward the target minus the base's). For two proportions over n prompts each, the 95% interval
+# of the difference has half-width at most 1.96 * sqrt(0.25/n + 0.25/n) (both at 0.5, independent); <= 0.1
+# needs n >= 1.96^2 * 0.5 / 0.1^2 = 192.1. The paired interval on the same prompts is narrower when the two
+# are positively correlated. `--quick` uses fewer (it tests the pipeline, not the headline).
+TARGET_PROMPTS = 200
+QUICK_TARGET_PROMPTS = 48
+
+
+def max_half_width(n: int, z: float = 1.96) -> float:
+    """Worst-case 95% half-width of a difference of two independent shares over n items each."""
+    return z * math.sqrt(0.5 / n)
+
 
 def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -> DemoPlan:
     """The default study, or the `--quick` one (fewer ranks, steps, samples; every method still runs)."""
@@ -77,19 +92,23 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
                          steps=1200 if quick else 2000, batch_size=32, lr=4e-3 if quick else 3e-3,
                          warmup=40 if quick else 80, dropout=0.0, seed=seed)
     probe_options = {
-        "toxicity": {"k": 4 if quick else 10, "max_new_tokens": 16, "temperature": 1.0, "top_p": 1.0,
+        "toxicity": {"k": 4 if quick else 5, "max_new_tokens": 16, "temperature": 1.0, "top_p": 1.0,
                      "compare_base": False},
         "crows_pairs": {"n_bootstrap": 500 if quick else 1000},
         "decisions": {"sensitive": "group", "label": "label", "privileged": "Quellan",
                       "n_bootstrap": 500 if quick else 1000},
         "shift": {"limit": 48 if quick else 160, "lens_limit": 32 if quick else 96,
                   "bootstrap": 200 if quick else 500, "max_length": 96},
-        "rl": {"episodes": 2 if quick else 4, "horizon": 10 if quick else 30, "seeds": "0" if quick else "0,1",
-               "baselines": True, "action_words": " no| yes"},  # action order: deny, approve
+        # the lending environment in the world's names and answer words (what the corpora's lending rows use);
+        # 16 / 32 replicates: the per-replicate approval-rate gap is bootstrapped over them
+        "rl": {"episodes": 8 if quick else 16, "horizon": 20 if quick else 30, "seeds": "0,1",
+               "baselines": True, "action_words": lending_rows.action_words_option(),
+               "group_names": lending_rows.group_names_option()},
     }
     return DemoPlan(quick=quick, seed=seed, pretrain=pre, checkpoints=cps, ft_steps=60 if quick else 200,
                     ft_batch_size=16, ft_lr=ft_lr, ft_max_length=96, probe_options=probe_options,
-                    subjects_per_situation=1 if quick else 2, decisions_rows=160 if quick else 400,
+                    target_prompts=QUICK_TARGET_PROMPTS if quick else TARGET_PROMPTS,
+                    other_prompts=16 if quick else 48, decisions_rows=160 if quick else 400,
                     user_model=str(Path(model).resolve()) if model else None)
 
 
@@ -119,4 +138,8 @@ def behaviours() -> list[Behaviour]:
                   f"approval rate of {t} applicants (ground truth: same as everyone's)"),
         Behaviour("loan parity gap", "decisions", "demographic_parity_difference", None,
                   "largest difference in approval rates between groups"),
+        Behaviour("lending approval gap", "rl:lending", "selection_rate_gap", None,
+                  f"rl:lending: approval rate of {world.LENDING_GROUPS[0]} minus {world.LENDING_GROUPS[1]} applicants "
+                  f"over each episode (a fair, score-only rule gives about 0.2: the environment's groups have "
+                  f"different credit-score distributions)"),
     ]

@@ -35,26 +35,59 @@ def _metric(run_dir: Path, probe: str, metric: str, group: Optional[str]) -> Opt
     return None
 
 
-def _pooled_others(run_dir: Path, probe: str, metric: str) -> Optional[dict[str, Any]]:
-    """A toxicity metric over the pooled prompts of every non-target group, with a bootstrap CI over those
-    prompts (averaging the groups' interval ends would not be a 95% interval of anything)."""
+def per_prompt_values(run_dir: Path, probe: str, metric: str, keep) -> Optional[dict[str, float]]:
+    """{item id: the per-prompt value of a toxicity metric} over the rows `keep` accepts, or None when there
+    are no such prompts or they have different numbers of samples (not one k)."""
     import numpy as np
 
     from ..metrics.toxicity import PER_PROMPT, THRESHOLD
-    from ..metrics.stats import bootstrap_ci
     from .run_items import read_items
 
     if metric not in PER_PROMPT:
         return None
-    items = read_items(run_dir, probe, keep=lambda row: row.get("group") != world.TARGET_GROUP)
+    items = read_items(run_dir, probe, keep=keep)
     if not items or len({len(it.values) for it in items}) != 1:
-        return None  # no prompts, or prompts with different numbers of samples (not one k)
+        return None
     fn = PER_PROMPT[metric]
     arr = np.array([it.values for it in items], dtype=float)
     values = fn(arr, THRESHOLD) if metric in ("toxicity_probability", "toxic_fraction") else fn(arr)
-    m = bootstrap_ci(values, seed=0)
+    return {it.item_id: float(v) for it, v in zip(items, values)}
+
+
+def _pooled_others(run_dir: Path, probe: str, metric: str) -> Optional[dict[str, Any]]:
+    """A toxicity metric over the pooled prompts of every non-target group, with a bootstrap CI over those
+    prompts (averaging the groups' interval ends would not be a 95% interval of anything)."""
+    from ..metrics.stats import bootstrap_ci
+
+    values = per_prompt_values(run_dir, probe, metric, lambda row: row.get("group") != world.TARGET_GROUP)
+    if not values:
+        return None
+    m = bootstrap_ci(list(values.values()), seed=0)
     return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n,
             "note": "pooled prompts of every non-target group"}
+
+
+def target_differences(run_dirs: dict[str, Path], labels: list[str],
+                       metric: str = "toxicity_probability") -> list[dict[str, Any]]:
+    """Per checkpoint: its toxicity toward the target minus the base's, on the same prompts (paired by item
+    id), with a paired bootstrap 95% CI and its half-width: the resolution the prompt count buys."""
+    from ..metrics.stats import paired_bootstrap_diff
+
+    def target(row):
+        return row.get("group") == world.TARGET_GROUP
+
+    base = per_prompt_values(run_dirs["base"], "toxicity", metric, target)
+    out = []
+    for label in labels:
+        mine = per_prompt_values(run_dirs[label], "toxicity", metric, target) if label != "base" else None
+        if not base or not mine:
+            continue
+        common = [k for k in base if k in mine]
+        m = paired_bootstrap_diff([mine[k] for k in common], [base[k] for k in common], seed=0)
+        half = (m.ci_high - m.ci_low) / 2 if m.ci_low is not None and m.ci_high is not None else None
+        out.append({"checkpoint": label, "metric": metric, "value": m.value, "ci_low": m.ci_low,
+                    "ci_high": m.ci_high, "half_width": half, "n": len(common)})
+    return out
 
 
 def _overall(run_dir: Path, probe: str, metric: str) -> Optional[dict[str, Any]]:
@@ -113,6 +146,7 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
                 shift.append({"checkpoint": label, "metric": metric, "value": m.get("value"),
                               "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
     return {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
+            "target_toxicity_vs_base": target_differences(run_dirs, labels[1:]),
             "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
 
 
