@@ -183,3 +183,16 @@ def format_cell(r: Optional[dict[str, Any]]) -> str:
     if r.get("remaining") is not None:
         s += f" ({round(100 * r['remaining']) + 0}%)"
     return s
+
+
+VOLATILE_KEYS = ("report", "chart", "stage_seconds")  # paths of this run's files and wall times
+VOLATILE_PRETRAIN_KEYS = ("corpus", "seconds")
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary's measured values: everything but file paths and wall times, which differ between two
+    runs of the same plan in different directories (what the reproducibility test compares)."""
+    out = {k: v for k, v in summary.items() if k not in VOLATILE_KEYS}
+    if isinstance(out.get("pretrain"), dict):
+        out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k not in VOLATILE_PRETRAIN_KEYS}
+    return out
