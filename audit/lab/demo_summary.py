@@ -196,3 +196,17 @@ def comparable(summary: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("pretrain"), dict):
         out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k not in VOLATILE_PRETRAIN_KEYS}
     return out
+
+
+def summary_markdown(summary: dict[str, Any], digits: int = 3) -> str:
+    """The summary table as Markdown (README, notes): `value [CI] (remaining)` per behaviour and checkpoint."""
+    names = [b["name"] for b in summary["behaviours"]]
+    by = {(r["checkpoint"], r["behaviour"]): r for r in summary["rows"]}
+    shift = {r["checkpoint"]: r for r in summary.get("shift", []) if r["metric"] == "shift_captured"}
+    lines = ["| checkpoint | " + " | ".join(names) + " | shift captured |", "|---" * (len(names) + 2) + "|"]
+    for label in summary["checkpoints"]:
+        sc = shift.get(label)
+        cells = [format_cell(by.get((label, n))) for n in names]
+        cells.append(f"{sc['value']:.2f}" if sc and sc.get("value") is not None else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
