@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
         from ..lm.runtime import training_device, using
         from .demo import run_demo, summary_table
         from .demo_rank_rule import rank_rule_lines
+        from .demo_summary import summary_notes
 
         if real or data:
             from .real_study_cli import run_real_from_cli
@@ -73,6 +74,6 @@ def register(app: typer.Typer) -> None:
         with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these
             summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
         console.print(summary_table(summary))
-        for line in rank_rule_lines(summary["rank_rule"]):
+        for line in summary_notes(summary) + rank_rule_lines(summary["rank_rule"]):
             console.print(line, markup=False)
         console.print(f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}")
