@@ -143,3 +143,13 @@ def test_run_seeds_runs_the_study_once_per_seed_and_writes_the_aggregate(tmp_pat
     assert written["seeds"] == [0, 1, 2] and written["rows"][0]["value"]["mean"] == pytest.approx(0.2)
     assert agg["rows"][0]["value"]["min"] == pytest.approx(0.1)
     assert seeds_table(agg).row_count == 1
+
+
+def test_cli_seeds_with_seed_or_real_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    for extra in (["--seed", "3"], ["--real"]):
+        proc = subprocess.run([sys.executable, "-m", "audit", "demo", "--seeds", "0,1", *extra,
+                               "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
