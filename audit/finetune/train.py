@@ -83,6 +83,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
         bad("seed", cfg.seed, "a non-negative integer")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         bad("mixed_precision", cfg.mixed_precision, "no, fp16 or bf16")
+    if cfg.use_rslora and str(cfg.method).lower() in ("full", "galore"):
+        bad("use_rslora", cfg.use_rslora, f"false for {cfg.method} (rsLoRA scales LoRA adapters; use a LoRA-family "
+                                          f"method: lora, dora, qlora, cloq, loftq, irqlora)")
 
 
 def total_steps_for(cfg: FinetuneConfig, n_rows: int, num_processes: int = 1) -> int:
