@@ -62,7 +62,12 @@ class LRSelection:
     final_heldout_loss: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready: a diverged rate's infinite loss becomes null."""
+        d = dataclasses.asdict(self)
+        for r in d["runs"]:
+            if not math.isfinite(r["heldout_loss"]):
+                r["heldout_loss"] = None
+        return d
 
 
 def parse_lr_grid(spec: LRSpec) -> Optional[list[float]]:
@@ -151,8 +156,8 @@ def _pad_id(tokenizer) -> int:
 
 def _clear_finished(out: Path, cfg: FinetuneConfig) -> None:
     """Apply train()'s rules for an existing OUT up front, since the grid runs are written inside it."""
-    from ..lm.models import MANIFEST_NAME
-    from .train import CHECKPOINT_DIR, is_finetune_manifest
+    from .checkpointing import CHECKPOINT_DIR
+    from .manifest import MANIFEST_NAME, is_finetune_manifest
 
     manifest = out / MANIFEST_NAME
     if manifest.exists():
@@ -176,8 +181,8 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
     """Run the search described in the module docstring; returns OUT (the final run at the chosen rate)."""
     import gc
 
-    from ..lm.models import MANIFEST_NAME
     from ..results import write_json_atomic
+    from .manifest import MANIFEST_NAME, parse_finetune_manifest, read_finetune_manifest
     from .train import train_model, total_steps_for
 
     grid = parse_lr_grid(cfg.lr_grid)
@@ -219,15 +224,15 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
                             runs=runs, final_heldout_loss=mean_token_loss(model, held, pad) if model is not None
                             else None)
     say(f"lr {best.lr:g} chosen from {', '.join(f'{r:g}' for r in grid)}")
-    manifest = _read_json(out / MANIFEST_NAME)
+    manifest = read_finetune_manifest(out).recorded()
     manifest["lr_selection"] = selection.to_dict()
-    write_json_atomic(out / MANIFEST_NAME, manifest)
+    write_json_atomic(out / MANIFEST_NAME, parse_finetune_manifest(manifest, out / MANIFEST_NAME))
     return out
 
 
 def lr_selection_of(checkpoint_dir: str | Path) -> Optional[dict[str, Any]]:
     """The `lr_selection` record of a fine-tune (None when it was trained at one given rate)."""
-    from ..lm.models import MANIFEST_NAME
+    from .manifest import MANIFEST_NAME
 
     rec = _read_json(Path(checkpoint_dir) / MANIFEST_NAME)
     return rec.get("lr_selection") or None
