@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -189,8 +190,10 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
     validate_grid_config(cfg)
     say = log or (lambda m: __import__("logging").getLogger("audit.finetune").info(m))
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_finished(out, cfg)
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun only process 0 touches OUT
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _clear_finished(out, cfg)
     train, held = split_heldout(data, float(cfg.heldout_fraction), cfg.seed)
     full_steps = total_steps_for(cfg, train.n_rows)
     pilot = int(cfg.lr_pilot_steps or full_steps)
@@ -214,7 +217,8 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
         del model
         gc.collect()
     best = choose(runs)
-    shutil.rmtree(out / GRID_DIR, ignore_errors=True)
+    if main:
+        shutil.rmtree(out / GRID_DIR, ignore_errors=True)
     final_cfg = dataclasses.replace(cfg, lr=best.lr, lr_grid=list(grid))
     _, model = train_model(final_cfg, tokenizer=tokenizer, data=train, method=method_factory(), on_step=on_step)
     selection = LRSelection(grid=list(grid), chosen_lr=best.lr, criterion="lowest held-out loss (token-weighted "
@@ -224,6 +228,8 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
                             runs=runs, final_heldout_loss=mean_token_loss(model, held, pad) if model is not None
                             else None)
     say(f"lr {best.lr:g} chosen from {', '.join(f'{r:g}' for r in grid)}")
+    if not main:
+        return out
     manifest = read_finetune_manifest(out).recorded()
     manifest["lr_selection"] = selection.to_dict()
     write_json_atomic(out / MANIFEST_NAME, parse_finetune_manifest(manifest, out / MANIFEST_NAME))
