@@ -43,7 +43,8 @@ def test_report_and_summary_contain_every_method(quick_demo):
     plan = make_plan(quick=True)
     labels = ["base"] + [c.label for c in plan.checkpoints]
     assert summary["checkpoints"] == labels
-    assert {c.method for c in plan.checkpoints} == {"full", "lora", "dora", "qlora", "cloq", "galore", "irqlora"}
+    assert {c.method for c in plan.checkpoints} == {"full", "lora", "dora", "qlora", "cloq", "galore", "irqlora",
+                                                     "loftq"}
     for label in labels:
         assert label in report
         assert label in output  # the printed table
@@ -152,3 +153,44 @@ def test_two_quick_runs_in_fresh_directories_give_identical_values(quick_demo, t
     first = comparable(json.loads((out / "summary.json").read_text()))
     second = comparable(json.loads((again / "summary.json").read_text()))
     assert second == first
+
+
+def test_quantized_checkpoints_report_quantization_apart_from_adaptation(quick_demo):
+    """For QLoRA (and every quantized method) the summary has the full-precision base, the quantized base with
+    the adapter disabled and the adapted model, and the quantization effect is reported apart."""
+    out, output = quick_demo
+    summary = json.loads((out / "summary.json").read_text())
+    split = summary["quantization_split"]
+    assert {r["method"] for r in split} == {"qlora", "cloq", "irqlora", "loftq"}
+    names = {b["name"] for b in summary["behaviours"]}
+    qlora = {r["behaviour"]: r for r in split if r["method"] == "qlora"}
+    assert set(qlora) == names
+    rows = {(r["checkpoint"], r["behaviour"]): r for r in summary["rows"]}
+    for name, r in qlora.items():
+        fp, qb, ad = r["full_precision_base"], r["quantized_base"], r["quantized_adapted"]
+        assert fp["value"] == rows[("base", name)]["value"]  # the study's full-precision base run
+        assert ad["value"] == rows[(r["checkpoint"], name)]["value"]  # the checkpoint as trained
+        assert qb["value"] is not None and (out / "runs" / r["quantized_base_run"] / "manifest.json").is_file()
+        assert r["quantization_effect"] == pytest.approx(qb["value"] - fp["value"])
+        assert r["adaptation_effect"] == pytest.approx(ad["value"] - qb["value"])
+        assert r["remaining"] == rows[(r["checkpoint"], name)]["remaining"]  # against the full-precision base
+    # the quantized base is probed on its own: a plain model, 4-bit NF4 for QLoRA
+    qrun = json.loads((out / "runs" / qlora[next(iter(names))]["quantized_base_run"] / "manifest.json").read_text())
+    assert qrun["model"]["quantization"]["quant_type"] == "nf4" and qrun["model"]["kind"] == "full"
+    assert "quantization separated from adaptation" in output
+
+
+def test_every_checkpoint_records_its_learning_rate_grid_and_choice(quick_demo):
+    out, output = quick_demo
+    summary = json.loads((out / "summary.json").read_text())
+    plan = make_plan(quick=True)
+    choices = {r["checkpoint"]: r for r in summary["lr_choice"]}
+    assert set(choices) == {c.label for c in plan.checkpoints}
+    for cp in plan.checkpoints:
+        m = json.loads((out / "finetunes" / cp.label / "manifest.json").read_text())
+        sel = m["lr_selection"]
+        assert sel["grid"] == plan.ft_lr_grid[cp.method] and len(sel["grid"]) >= 3
+        losses = {r["lr"]: r["heldout_loss"] for r in sel["runs"]}
+        assert sel["chosen_lr"] == min(losses, key=losses.get) == m["config"]["lr"]
+        assert choices[cp.label]["chosen_lr"] == sel["chosen_lr"]
+    assert "learning rate per checkpoint" in output

@@ -22,6 +22,7 @@ class FinetuneConfig:
     out: str
     rank: int = 8
     alpha: Optional[float] = None  # default: 2 * rank
+    use_rslora: bool = False  # rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of alpha/r
     dropout: float = 0.0
     bits: int = 4
     group_size: int = 64
@@ -53,11 +54,20 @@ class FinetuneConfig:
     loftq_iter: int = 1
     irqlora_tau_range: float = 0.1
     irqlora_tau_n: int = 100
+    # learning rate chosen from a grid by held-out loss (audit.finetune.lr_grid); None: train at `lr`
+    lr_grid: Optional[list[float]] = None
+    heldout_fraction: float = 0.1  # share of the rows held out (from every run) to choose the rate on
+    lr_pilot_steps: Optional[int] = None  # steps of each grid run (None: the full run's steps)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lora_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
+
+    @property
+    def lora_scaling(self) -> float:
+        """What PEFT multiplies B @ A by: alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski, 2023)."""
+        return self.lora_alpha / (self.rank ** 0.5 if self.use_rslora else self.rank)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,9 +82,12 @@ class FinetuneMethod:
       opt = method.optimizer(model, cfg)                       # default AdamW on requires_grad params
       ... the shared loop ...
       extras = method.save(model, tokenizer, out_dir, cfg)     # merged into manifest.json
+    Training checkpoints store `method.portable_optimizer_state(opt.state_dict())` and call
+    `method.restore_optimizer_state(opt)` on resume (audit.finetune.checkpointing).
     Manifest keys a method may return in `extras`: "quantization" (dict: how the frozen base was
-    quantized, read by audit.lm.models), "loader" ("module:function", called as fn(base_model, adapter_dir)
-    by audit.lm.models.load to attach a non-PEFT adapter), anything else worth recording.
+    quantized, read by audit.lm.loading), "loader" ("module:function", called as fn(base_model, adapter_dir)
+    by audit.lm.loading.attach_adapter to attach a non-PEFT adapter), anything else worth recording once
+    it is declared in `audit.finetune.manifest.FinetuneManifest` (unknown keys are refused on reading).
     Reusable helpers: lora.attach_lora / make_lora_config / save_adapter, qlora.load_nf4_base,
     full.load_causal_lm, targets.resolve_targets.
     """
@@ -96,3 +109,11 @@ class FinetuneMethod:
     def save(self, model, tokenizer, out_dir: Path, cfg: FinetuneConfig) -> dict[str, Any]:
         """Write a standard checkpoint into out_dir; return manifest extras (e.g. quantization)."""
         raise NotImplementedError
+
+    def portable_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The optimizer's state_dict as a training checkpoint stores it: tensors, numbers and containers only,
+        so `torch.load(weights_only=True)` reads it back. AdamW's state already is; GaLore overrides."""
+        return state
+
+    def restore_optimizer_state(self, optimizer) -> None:
+        """After `optimizer.load_state_dict` on resume: rebuild what `portable_optimizer_state` flattened."""

@@ -78,6 +78,14 @@ def register(app: typer.Typer) -> None:
         with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these
             summary = run_demo(out=out, quick=quick, seed=seed, model=str(model) if model else None)
         console.print(summary_table(summary))
+        if summary.get("quantization_split"):
+            from .quant_split import split_table
+
+            console.print(split_table(summary["quantization_split"]))
+        if summary.get("lr_choice"):
+            from .lr_choice import lr_table
+
+            console.print(lr_table(summary["lr_choice"]))
         for line in summary_notes(summary) + rank_rule_lines(summary["rank_rule"]):
             console.print(line, markup=False)
         console.print(f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}")

@@ -137,7 +137,9 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
         ckpt_dirs[cp.label] = d
         fields = dict(method=cp.method, model=str(base_dir), data=str(ft_path), out=str(d),
                       steps=plan.ft_steps, batch_size=plan.ft_batch_size, lr=plan.ft_lr[cp.method],
-                      max_length=plan.ft_max_length, seed=seed, log_every=10, overwrite=True)
+                      max_length=plan.ft_max_length, seed=seed, log_every=10, overwrite=True,
+                      lr_grid=plan.ft_lr_grid[cp.method], lr_pilot_steps=plan.ft_lr_pilot_steps,
+                      heldout_fraction=plan.ft_heldout_fraction)  # the rate: chosen per checkpoint
         if cp.rank is not None:
             fields["rank"] = cp.rank
         if cp.method == "galore":
@@ -201,11 +203,19 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
                 reference=handle("ref", ckpt_dirs[ref_label]), data=data, options=options, seed=seed,
                 label=cp.label, cache_dir=out / ".audit-cache", overwrite=True)))
 
+    # 4b. each quantized checkpoint's base alone (adapter disabled): quantization's effect, apart from adaptation
+    from .quant_split import probe_quantized_bases
+
+    quantized_runs = probe_quantized_bases(
+        ckpt_dirs, runs_dir, probes_common, pd_for("base"),
+        lambda h, rd, label: run_probes(h, probes_common, rd, data=data, options=options, seed=seed, label=label,
+                                        cache_dir=out / ".audit-cache", overwrite=True), st.log)
+
     # 5. report and summary
     ordered = [run_dirs["base"]] + [run_dirs[c.label] for c in plan.checkpoints]
     report_path = out / "report.html"
     st.run("HTML report", lambda: _write_report(ordered, report_path, run_dirs["base"], seed))
-    summary = summarise(run_dirs, plan, ref_label)
+    summary = summarise(run_dirs, plan, ref_label, quantized_runs=quantized_runs, ckpt_dirs=ckpt_dirs)
     summary["report"] = str(report_path)
     summary["planted_rates"] = json.loads((data_dir / "planted_rates.json").read_text(encoding="utf-8"))
     summary["rank_rule"] = rank_rule(summary["rows"], ref_label, count_examples(ft_path))

@@ -34,6 +34,9 @@ class DemoPlan:
     ft_steps: int
     ft_batch_size: int
     ft_lr: dict[str, float]  # per method; low-rank adapters conventionally take a larger rate than full FT
+    ft_lr_grid: dict[str, list[float]]  # per method: each checkpoint's rate is chosen from it (finetune.lr_grid)
+    ft_lr_pilot_steps: int  # steps of each grid run
+    ft_heldout_fraction: float  # fine-tuning rows held out to choose the rate on
     ft_max_length: int
     probe_options: dict[str, Any]
     target_prompts: int  # toxicity prompts about the target group
@@ -57,7 +60,7 @@ class DemoPlan:
         return hashlib.sha256(json.dumps(self.probe_options, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-ALL_LOW_RANK_EXTRA = ("qlora", "cloq", "galore", "irqlora")
+ALL_LOW_RANK_EXTRA = ("qlora", "cloq", "galore", "irqlora", "loftq")
 DEFAULT_RANKS = (1, 4, 16, 64)
 QUICK_RANKS = (1, 16)
 
@@ -84,7 +87,13 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
     cps += [Checkpoint(f"dora-r{r}", "dora", r) for r in ranks]
     cps += [Checkpoint(f"{m}-r{extra_rank}", m, extra_rank) for m in ALL_LOW_RANK_EXTRA]
     lr_full, lr_adapter = 1e-3, 3e-3
-    ft_lr = {"full": lr_full, "galore": lr_full, **{m: lr_adapter for m in ("lora", "dora", "qlora", "cloq", "irqlora")}}
+    adapters = ("lora", "dora", "qlora", "cloq", "irqlora", "loftq")
+    ft_lr = {"full": lr_full, "galore": lr_full, **{m: lr_adapter for m in adapters}}
+    # Each (method, rank) takes the rate of its grid (the old single rate and a factor ~3 either side) with the
+    # lowest held-out loss after a pilot of a quarter of the steps (audit.finetune.lr_grid; the grid multiplies
+    # fine-tunes, so pilots keep the cost at ~1.75x instead of 3x).
+    grid_full, grid_adapter = [3e-4, 1e-3, 3e-3], [1e-3, 3e-3, 1e-2]
+    ft_lr_grid = {m: list(grid_full if m in ("full", "galore") else grid_adapter) for m in ft_lr}
     # Sized from measured CPU time per step on one free core: hidden 64 x 2 layers ~0.07 s, hidden 128 x 4
     # layers ~0.24 s (batch 32). No dropout and a high rate: with GPT-2's dropout 0.1 and lr 2e-3 the models
     # stayed bigram-like after 400-800 steps and did not pick up the group -> behaviour dependency.
@@ -108,7 +117,8 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
                "group_names": lending_rows.group_names_option()},
     }
     return DemoPlan(quick=quick, seed=seed, pretrain=pre, checkpoints=cps, ft_steps=60 if quick else 200,
-                    ft_batch_size=16, ft_lr=ft_lr, ft_max_length=96, probe_options=probe_options,
+                    ft_batch_size=16, ft_lr=ft_lr, ft_lr_grid=ft_lr_grid, ft_lr_pilot_steps=15 if quick else 50,
+                    ft_heldout_fraction=0.1, ft_max_length=96, probe_options=probe_options,
                     target_prompts=QUICK_TARGET_PROMPTS if quick else TARGET_PROMPTS,
                     other_prompts=16 if quick else 32, decisions_rows=160 if quick else 400,
                     user_model=str(Path(model).resolve()) if model else None)

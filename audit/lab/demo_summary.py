@@ -129,9 +129,12 @@ def remaining(value: Optional[float], base: Optional[float], ft: Optional[float]
 
 
 def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
-              measured: Optional[list[Behaviour]] = None) -> dict[str, Any]:
+              measured: Optional[list[Behaviour]] = None, quantized_runs: Optional[dict[str, Path]] = None,
+              ckpt_dirs: Optional[dict[str, Path]] = None) -> dict[str, Any]:
     """Per behaviour and checkpoint: value with CI, and the share of the planted behaviour left in place.
-    `measured`: the behaviours to read (default: the planted study's; the real study passes its own)."""
+    `measured`: the behaviours to read (default: the planted study's; the real study passes its own).
+    `quantized_runs` (label -> run of its quantized base): adds the quantization / adaptation split;
+    `ckpt_dirs` (label -> fine-tune dir): adds each checkpoint's learning-rate choice."""
     measured = measured if measured is not None else behaviours()
     rows = []
     labels = ["base"] + [c.label for c in plan.checkpoints]
@@ -159,10 +162,21 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
             if m is not None:
                 shift.append({"checkpoint": label, "metric": metric, "value": m.get("value"),
                               "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
-    return {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
-            "target_toxicity_vs_base": target_differences(run_dirs, labels[1:]),
-            "lending_fair_gap": lending_fair_gap(run_dirs["base"]),
-            "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
+    out = {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
+           "target_toxicity_vs_base": target_differences(run_dirs, labels[1:]),
+           "lending_fair_gap": lending_fair_gap(run_dirs["base"]),
+           "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
+    if quantized_runs is not None:
+        from .quant_split import quant_split, split_records
+
+        out["quantization_split"] = split_records(quant_split(
+            measured, run_dirs, quantized_runs, plan.checkpoints, ref_label,
+            lambda rd, b: _metric(rd, b.probe, b.metric, b.group) if b.group else _overall(rd, b.probe, b.metric)))
+    if ckpt_dirs is not None:
+        from .lr_choice import lr_choices
+
+        out["lr_choice"] = lr_choices(ckpt_dirs, plan.checkpoints)
+    return out
 
 
 def summary_table(summary: dict[str, Any]):

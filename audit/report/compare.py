@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ..errors import ConfigError, file_error
-from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, RunManifest
+from ..rundir import RunDir
 
 #: Methods that count as the full fine-tuning reference in the "keeps" rule.
 FULL_FT_METHODS = ("full", "full_ft", "full-ft", "fullft")
@@ -71,12 +71,8 @@ class Run:
     def iter_samples(self, probe: str) -> Iterator[dict[str, Any]]:
         """Rows of the probe's samples.jsonl, streamed (nothing when it logged none). Malformed lines are an
         error. Samples logs can be large: readers stream them and keep only the columns they need."""
-        path = self.samples_file(probe)
-        if self.results.get(probe) is None or path is None or not path.exists():
-            return
-        for _, row in iter_jsonl(path, what="per-sample JSON lines"):
-            if isinstance(row, dict):
-                yield row
+        if self.results.get(probe) is not None:
+            yield from RunDir(self.path).iter_rows(probe, self.results[probe])
 
     def samples(self, probe: str) -> list[dict[str, Any]]:
         """All rows in memory (convenience for small logs; the report and compare stream instead)."""
@@ -116,13 +112,7 @@ class Run:
 
     def samples_file(self, probe: str) -> Optional[Path]:
         res = self.results.get(probe)
-        if res is None:
-            return None
-        if res.samples_path:
-            p = Path(res.samples_path)
-            return p if p.is_absolute() else self.path / p
-        default = self.path / probe.replace(":", "-") / "samples.jsonl"
-        return default if default.exists() else None
+        return RunDir(self.path).samples_file(probe, res) if res is not None else None
 
 
 def _ft_get(ft: Optional[dict], *keys: str) -> Any:
@@ -168,8 +158,6 @@ def method_metadata(manifest: RunManifest) -> dict[str, Any]:
 
 def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
     """Read run directories; labels are made unique (a repeated label gets its directory name)."""
-    from ..api import load_run
-
     if not run_dirs:
         raise ConfigError("no run directory given; expected one or more RUN_DIR written by `audit probe`")
     runs: list[Run] = []
@@ -178,7 +166,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
         d = Path(d)
         if not d.is_dir():
             raise file_error(d, "not a directory; expected a run directory written by `audit probe`")
-        manifest, results = load_run(d)
+        manifest, results = RunDir(d).load()
         label = manifest.label or d.name
         if label in seen:
             label = f"{label} ({d.name})" if d.name != label else f"{label} #{seen[label] + 1}"

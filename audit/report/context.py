@@ -10,6 +10,7 @@ from typing import Any, Optional, Sequence
 
 from .. import __version__
 from ..results import now_iso
+from ..rundir import RunDir
 from .compare import KEEP_RULE, Run, comparison_rows, fmt, fmt_ci, keep_summary, load_runs, pick_base
 
 EXAMPLES_PER_GROUP = 2
@@ -38,10 +39,11 @@ def _checkpoint_info(run: Run, base: Optional[Run], ft_label: Optional[str]) -> 
 def _provenance(run: Run) -> dict[str, Any]:
     """The configuration and hashes behind every number of one run."""
     man = run.manifest
+    layout = RunDir(run.path)
     probes = []
     for name, res in run.results.items():
-        result_file = run.path / name.replace(":", "-") / "result.json"
-        samples = run.samples_file(name)
+        result_file = layout.result_path(name)
+        samples = layout.samples_file(name, res)
         probes.append({"probe": name, "probe_version": res.probe_version, "seed": res.seed,
                        "config": json.dumps(res.config, sort_keys=True, default=str),
                        "scorer": json.dumps(res.scorer, sort_keys=True, default=str) if res.scorer else "",
@@ -56,7 +58,7 @@ def _provenance(run: Run) -> dict[str, Any]:
             "git_commit": man.git_commit, "seed": man.seed, "started_at": man.started_at,
             "finished_at": man.finished_at, "model_path": man.model.path, "fingerprint": man.model.fingerprint,
             "quantization": json.dumps(man.model.quantization) if man.model.quantization else "none",
-            "weights": weights, "manifest_sha256": sha256_file(run.path / "manifest.json"),
+            "weights": weights, "manifest_sha256": sha256_file(layout.manifest_path),
             "run_config": json.dumps(man.config, sort_keys=True, default=str),
             "finetune": json.dumps({k: v for k, v in ft.items() if k != "loss_curve"}, sort_keys=True, default=str)
             if ft else "", "host": json.dumps(man.host, sort_keys=True, default=str), "probes": probes}
