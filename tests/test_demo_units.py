@@ -120,7 +120,7 @@ def test_items_are_grouped_by_id_not_by_row_order(tmp_path):
             {"item_id": "p2", "prompt": "b", "group": "X", "score": 0.0, "sample_index": 1},
             {"item_id": "p1", "prompt": "a", "group": "X", "score": 0.5, "sample_index": 0}]
     (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "result.json").write_text(json.dumps({"samples_path": "toxicity/samples.jsonl"}))
+    (d / "result.json").write_text(json.dumps({"probe": "toxicity", "samples_path": "toxicity/samples.jsonl"}))
     items = {it.item_id: it.values for it in read_items(tmp_path, "toxicity")}
     assert items == {"p2": [1.0, 0.0], "p1": [0.0, 0.5]}
 
