@@ -137,7 +137,9 @@ def _placement_text(placement: Optional[dict]) -> Optional[str]:
 def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: toxicity, crows_pairs, bbq, "
                                                                "counterfactual, decisions, shift, honest, rl:<env>."),
           model: str = typer.Option(..., "--model", help="Checkpoint to audit (model or adapter dir)."),
-          base: Optional[str] = typer.Option(None, "--base", help="Base model (separate dir, or an adapter's base)."),
+          base: Optional[str] = typer.Option(None, "--base", help="Base model to compare with, loaded separately "
+                                            "(for a quantized adapter: the full-precision base, so the comparison "
+                                            "includes the quantization; default: the adapter disabled)."),
           reference: Optional[str] = typer.Option(None, "--reference", help="Reference fine-tune (shift probe)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-"
                                                                  "<name>-<hash of the model path>)."),
