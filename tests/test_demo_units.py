@@ -120,6 +120,36 @@ def test_items_are_grouped_by_id_not_by_row_order(tmp_path):
             {"item_id": "p2", "prompt": "b", "group": "X", "score": 0.0, "sample_index": 1},
             {"item_id": "p1", "prompt": "a", "group": "X", "score": 0.5, "sample_index": 0}]
     (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "result.json").write_text(json.dumps({"samples_path": "toxicity/samples.jsonl"}))
+    (d / "result.json").write_text(json.dumps({"probe": "toxicity", "samples_path": "toxicity/samples.jsonl"}))
     items = {it.item_id: it.values for it in read_items(tmp_path, "toxicity")}
     assert items == {"p2": [1.0, 0.0], "p1": [0.0, 0.5]}
+
+
+def test_run_seeds_runs_the_study_once_per_seed_and_writes_the_aggregate(tmp_path, monkeypatch):
+    from audit.lab import demo_pipeline
+    from audit.lab.demo_seeds import run_seeds, seeds_table
+
+    calls = []
+
+    def fake_run_demo(out, quick, seed, model, log):
+        calls.append((out, seed))
+        return {"behaviours": [{"name": "b"}], "checkpoints": ["base"], "reference": "full-ft", "quick": quick,
+                "rows": [_row("b", "base", "pretrained", None, 0.1 * (seed + 1), 0.0, 0.5)], "stage_seconds": {}}
+
+    monkeypatch.setattr(demo_pipeline, "run_demo", fake_run_demo)
+    agg = run_seeds(tmp_path, [0, 1, 2], quick=True)
+    assert calls == [(tmp_path / "seed-0", 0), (tmp_path / "seed-1", 1), (tmp_path / "seed-2", 2)]
+    written = json.loads((tmp_path / "seeds_summary.json").read_text())
+    assert written["seeds"] == [0, 1, 2] and written["rows"][0]["value"]["mean"] == pytest.approx(0.2)
+    assert agg["rows"][0]["value"]["min"] == pytest.approx(0.1)
+    assert seeds_table(agg).row_count == 1
+
+
+def test_cli_seeds_with_seed_or_real_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    for extra in (["--seed", "3"], ["--real"]):
+        proc = subprocess.run([sys.executable, "-m", "audit", "demo", "--seeds", "0,1", *extra,
+                               "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -39,7 +39,17 @@ def register(app: typer.Typer) -> None:
         from ..lm.runtime import training_device, using
         from .demo import run_demo, summary_table
         from .demo_rank_rule import rank_rule_lines
+        from .demo_summary import summary_notes
 
+        seed_list = None
+        if seeds is not None:
+            from ..errors import ConfigError
+            from .demo_seeds import parse_seed_list
+
+            seed_list = parse_seed_list(seeds)
+            if seed != 0 or real or data:
+                raise ConfigError("--seeds: runs the planted study once per seed; it cannot be combined with --seed "
+                                  "or --real")
         if real or data:
             from .real_study_cli import run_real_from_cli
 
@@ -55,11 +65,6 @@ def register(app: typer.Typer) -> None:
         if model is not None and not Path(model).is_dir():
             raise file_error(model, "not a directory; --model expects a Hugging Face causal LM directory "
                                     "(or a .gguf file, or a name from `audit models`)")
-        seed_list = None
-        if seeds is not None:
-            from .demo_seeds import parse_seed_list
-
-            seed_list = parse_seed_list(seeds)
         training_device(device)
         console = Console()
         if seed_list is not None:
@@ -81,6 +86,6 @@ def register(app: typer.Typer) -> None:
             from .lr_choice import lr_table
 
             console.print(lr_table(summary["lr_choice"]))
-        for line in rank_rule_lines(summary["rank_rule"]):
+        for line in summary_notes(summary) + rank_rule_lines(summary["rank_rule"]):
             console.print(line, markup=False)
         console.print(f"report: {summary['report']}\nsummary: {Path(out) / 'summary.json'}")

@@ -44,7 +44,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
         metric = next((r["metric"] for r in summary["rows"] if r["behaviour"] == name), name)
         ax.set_title(name, fontsize=11)
         ax.set_ylabel("\n".join(textwrap.wrap(axis_label(metric), 24)), fontsize=9)
-        if is_rate(metric):
+        if is_rate(metric) and min(ys, default=0.0) >= 0:  # a gap can go negative
             ax.set_ylim(0.0, max(ax.get_ylim()[1], 1e-9))
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=9)

@@ -90,6 +90,20 @@ def target_differences(run_dirs: dict[str, Path], labels: list[str],
     return out
 
 
+def lending_fair_gap(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The group-blind max-utility rule's approval-rate gap in the same lending episodes (the rl probe's
+    baseline): what a fine-tune that learned the fair rule exactly would show."""
+    from ..api import probe_dir_name
+
+    f = run_dir / probe_dir_name("rl:lending") / "result.json"
+    if not f.is_file():
+        return None
+    rows = json.loads(f.read_text(encoding="utf-8")).get("tables", {}).get("baselines") or []
+    return next(({k: r.get(k) for k in ("policy", "value", "ci_low", "ci_high", "n")} for r in rows
+                 if r.get("policy") == "max-utility" and r.get("metric") == "selection_rate" and r.get("group") == "gap"),
+                None)
+
+
 def _overall(run_dir: Path, probe: str, metric: str) -> Optional[dict[str, Any]]:
     m = _metric(run_dir, probe, metric, None)
     if m is not None:
@@ -150,6 +164,7 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
                               "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
     out = {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
            "target_toxicity_vs_base": target_differences(run_dirs, labels[1:]),
+           "lending_fair_gap": lending_fair_gap(run_dirs["base"]),
            "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
     if quantized_runs is not None:
         from .quant_split import quant_split, split_records
@@ -197,3 +212,45 @@ def format_cell(r: Optional[dict[str, Any]]) -> str:
     if r.get("remaining") is not None:
         s += f" ({round(100 * r['remaining']) + 0}%)"
     return s
+
+
+VOLATILE_KEYS = ("report", "chart", "stage_seconds")  # paths of this run's files and wall times
+VOLATILE_PRETRAIN_KEYS = ("corpus", "seconds")
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary's measured values: everything but file paths and wall times, which differ between two
+    runs of the same plan in different directories (what the reproducibility test compares)."""
+    out = {k: v for k, v in summary.items() if k not in VOLATILE_KEYS}
+    if isinstance(out.get("pretrain"), dict):
+        out["pretrain"] = {k: v for k, v in out["pretrain"].items() if k not in VOLATILE_PRETRAIN_KEYS}
+    return out
+
+
+def summary_markdown(summary: dict[str, Any], digits: int = 3) -> str:
+    """The summary table as Markdown (README, notes): `value [CI] (remaining)` per behaviour and checkpoint."""
+    names = [b["name"] for b in summary["behaviours"]]
+    by = {(r["checkpoint"], r["behaviour"]): r for r in summary["rows"]}
+    shift = {r["checkpoint"]: r for r in summary.get("shift", []) if r["metric"] == "shift_captured"}
+    lines = ["| checkpoint | " + " | ".join(names) + " | shift captured |", "|---" * (len(names) + 2) + "|"]
+    for label in summary["checkpoints"]:
+        sc = shift.get(label)
+        cells = [format_cell(by.get((label, n))) for n in names]
+        cells.append(f"{sc['value']:.2f}" if sc and sc.get("value") is not None else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_notes(summary: dict[str, Any]) -> list[str]:
+    """Lines printed under the table: the headline difference's resolution and the fair lending gap."""
+    lines = []
+    ref = summary.get("reference")
+    d = next((x for x in summary.get("target_toxicity_vs_base", []) if x["checkpoint"] == ref), None)
+    if d and d.get("value") is not None:
+        lines.append(f"toxicity toward target, {ref} minus base on the same {d['n']} prompts: {d['value']:.3g} "
+                     f"[{d['ci_low']:.3g}, {d['ci_high']:.3g}] (half-width {d['half_width']:.3g})")
+    fair = summary.get("lending_fair_gap")
+    if fair and fair.get("value") is not None:
+        lines.append(f"lending approval gap of the fair max-utility rule in the same episodes: {fair['value']:.3g} "
+                     f"[{fair['ci_low']:.3g}, {fair['ci_high']:.3g}]")
+    return lines
