@@ -156,7 +156,9 @@ def _field_error(path: Path, exc: ValidationError) -> CheckpointError:
                                f"it in audit.finetune.manifest.FinetuneManifest")
     shown = repr(err.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return CheckpointError(f"{path}: field '{loc}' is {shown}; expected {err.get('msg', 'another type').lower()}")
+    msg = str(err.get("msg") or "another value")
+    expected = msg[len("Input should be "):] if msg.startswith("Input should be ") else msg[:1].lower() + msg[1:]
+    return CheckpointError(f"{path}: field '{loc}' is {shown}; expected {expected}")
 
 
 def parse_finetune_manifest(data: Any, path: Path | str) -> FinetuneManifest:
@@ -165,6 +167,10 @@ def parse_finetune_manifest(data: Any, path: Path | str) -> FinetuneManifest:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object (the manifest `audit finetune` writes), "
                               f"got {type(data).__name__}")
+    if isinstance(data.get("loader"), str):  # first: only audit's marked adapter loaders may be named
+        from ..lm.strict_loading import resolve_loader
+
+        resolve_loader(path, data["loader"])
     try:
         return FinetuneManifest.model_validate(data)
     except ValidationError as exc:
@@ -206,6 +212,14 @@ def read_checkpoint_manifest(path: Path | str) -> Optional[FinetuneManifest]:
         return None
     check_finetune_manifest(path, data)
     return parse_finetune_manifest(data, path)
+
+
+def finetune_manifest_of(description: Any, where: Path | str) -> Optional[FinetuneManifest]:
+    """The typed manifest that a `ModelDescription` (a loaded handle's, or a run manifest's `model`) records;
+    None for a checkpoint without one. `where` names the file in errors (the checkpoint's or the run's
+    manifest.json)."""
+    recorded = getattr(description, "finetune_manifest", None)
+    return parse_finetune_manifest(recorded, where) if recorded else None
 
 
 def is_finetune_manifest(path: Path) -> bool:
