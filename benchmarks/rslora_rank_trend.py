@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--ranks", default="1,4,16,64")
     ap.add_argument("--quick", action="store_true", help="the demo directory was made with --quick")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr-grid", default=None, help="rates to choose from (default: the demo's LoRA grid)")
+    ap.add_argument("--only-rslora", action="store_true", help="train only the rsLoRA variants")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -60,13 +62,13 @@ def main() -> None:
 
     rows, t0 = [], time.time()
     for r in [int(x) for x in args.ranks.split(",")]:
-        for rs in (False, True):
+        for rs in ((True,) if args.only_rslora else (False, True)):
             label = f"lora-r{r}-{'rslora' if rs else 'standard'}"
             d, rd = args.out / "finetunes" / label, args.out / "runs" / label
             if not (d / "manifest.json").is_file():
                 finetune(method="lora", model=str(base_dir), data=str(ft_path), out=str(d), rank=r, use_rslora=rs,
                          steps=plan.ft_steps, batch_size=plan.ft_batch_size, max_length=plan.ft_max_length,
-                         seed=args.seed, lr_grid=plan.ft_lr_grid["lora"], lr_pilot_steps=plan.ft_lr_pilot_steps,
+                         seed=args.seed, lr_grid=args.lr_grid or plan.ft_lr_grid["lora"], lr_pilot_steps=plan.ft_lr_pilot_steps,
                          heldout_fraction=plan.ft_heldout_fraction, overwrite=True, log_every=1000)
             if not (rd / "manifest.json").is_file() or not json.loads((rd / "manifest.json").read_text()).get(
                     "finished_at"):
@@ -94,7 +96,8 @@ def main() -> None:
     by = {(x["rank"], x["rslora"]): x for x in rows}
     fmt = (lambda v: "-" if v is None else f"{v:.3g}")  # noqa: E731
     for r in sorted({x["rank"] for x in rows}):
-        s, q = by[(r, False)], by[(r, True)]
+        q = by[(r, True)]
+        s = by.get((r, False), {k: None for k in q})
         cells = [f"{fmt(s['scaling'])}/{fmt(q['scaling'])}", f"{fmt(s['chosen_lr'])}/{fmt(q['chosen_lr'])}",
                  f"{fmt(s['final_heldout_loss'])}/{fmt(q['final_heldout_loss'])}"]
         cells += [f"{fmt(s[n])}/{fmt(q[n])}" for n in names]

@@ -90,6 +90,7 @@ def test_cli_lr_grid_records_grid_and_choice_in_the_manifest(tiny_gpt2_dir, tmp_
     assert len(set(losses.values())) == 3  # the rates trained different models
     assert sel["heldout_rows"] == 4 and sel["train_rows"] == 12 and m["data"]["rows"] == 12
     assert m["steps"] == 4 and sel["pilot_steps"] == 3 and sel["final_heldout_loss"] is not None
+    assert sel["chosen_at_grid_edge"] == (sel["chosen_lr"] in (1e-4, 3e-2))
     assert m["config"]["use_rslora"] is True
     assert json.loads((out / "adapter_config.json").read_text())["use_rslora"] is True
     assert not (out / "lr-grid").exists()  # the grid runs are gone once the choice is recorded

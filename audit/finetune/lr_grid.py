@@ -61,6 +61,7 @@ class LRSelection:
     full_steps: Optional[int]
     runs: list[GridRun] = field(default_factory=list)
     final_heldout_loss: Optional[float] = None
+    chosen_at_grid_edge: bool = False  # the best rate is the grid's smallest or largest: widen the grid to be sure
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a diverged rate's infinite loss becomes null."""
@@ -226,8 +227,9 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
                             heldout_fraction=float(cfg.heldout_fraction), heldout_rows=len(held),
                             train_rows=train.n_rows, split_seed=cfg.seed, pilot_steps=pilot, full_steps=full_steps,
                             runs=runs, final_heldout_loss=mean_token_loss(model, held, pad) if model is not None
-                            else None)
-    say(f"lr {best.lr:g} chosen from {', '.join(f'{r:g}' for r in grid)}")
+                            else None, chosen_at_grid_edge=best.lr in (grid[0], grid[-1]))
+    say(f"lr {best.lr:g} chosen from {', '.join(f'{r:g}' for r in grid)}"
+        + (" (at the edge of the grid)" if selection.chosen_at_grid_edge else ""))
     if not main:
         return out
     manifest = read_finetune_manifest(out).recorded()

@@ -95,6 +95,7 @@ class LRSelectionRecord(_Record):
     full_steps: Optional[int]
     runs: list[dict[str, Any]]  # per rate: lr, heldout_loss, train_loss_first, train_loss_last, steps
     final_heldout_loss: Optional[float]
+    chosen_at_grid_edge: bool = False
 
 
 class FinetuneManifest(_Record):

@@ -209,7 +209,7 @@ def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0,
     quantized_runs = probe_quantized_bases(
         ckpt_dirs, runs_dir, probes_common, pd_for("base"),
         lambda h, rd, label: run_probes(h, probes_common, rd, data=data, options=options, seed=seed, label=label,
-                                        cache_dir=out / ".audit-cache", overwrite=True), st.log)
+                                        cache_dir=out / ".audit-cache", overwrite=True), st)
 
     # 5. report and summary
     ordered = [run_dirs["base"]] + [run_dirs[c.label] for c in plan.checkpoints]

@@ -20,7 +20,8 @@ def lr_choices(ckpt_dirs: dict[str, Path], checkpoints: list) -> list[dict[str, 
                     "chosen_lr": sel["chosen_lr"], "pilot_steps": sel["pilot_steps"],
                     "full_steps": sel.get("full_steps"), "heldout_rows": sel["heldout_rows"],
                     "heldout_loss": {f"{r['lr']:g}": r["heldout_loss"] for r in sel["runs"]},
-                    "final_heldout_loss": sel.get("final_heldout_loss")})
+                    "final_heldout_loss": sel.get("final_heldout_loss"),
+                    "chosen_at_grid_edge": bool(sel.get("chosen_at_grid_edge"))})
     return out
 
 
@@ -29,7 +30,8 @@ def lr_table(records: list[dict[str, Any]]):
     from rich.table import Table
 
     rates = sorted({float(k) for r in records for k in r["heldout_loss"]})
-    t = Table(title="learning rate per checkpoint: held-out loss after the pilot run (* = chosen)")
+    t = Table(title="learning rate per checkpoint: held-out loss after the pilot run (* = chosen; "
+                    "! = at the edge of the grid)")
     t.add_column("checkpoint", no_wrap=True)
     for lr in rates:
         t.add_column(f"lr {lr:g}")
@@ -38,7 +40,8 @@ def lr_table(records: list[dict[str, Any]]):
         cells = [r["checkpoint"]]
         for lr in rates:
             v = r["heldout_loss"].get(f"{lr:g}")
-            mark = "*" if abs(lr - r["chosen_lr"]) <= 1e-12 * lr else ""
+            chosen = abs(lr - r["chosen_lr"]) <= 1e-12 * lr
+            mark = ("*!" if r.get("chosen_at_grid_edge") else "*") if chosen else ""
             cells.append("" if v is None else f"{v:.4f}{mark}")
         f = r.get("final_heldout_loss")
         cells.append("" if f is None else f"{f:.4f}")

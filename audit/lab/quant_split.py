@@ -82,11 +82,12 @@ def quantized_checkpoints(ckpt_dirs: dict[str, Path]) -> dict[str, QuantizedBase
 
 
 def probe_quantized_bases(ckpt_dirs: dict[str, Path], runs_dir: Path, probes: list[str], settings_digest: str,
-                          run: Callable[[Any, Path, str], None], log: Callable[[str], None]) -> dict[str, Path]:
+                          run: Callable[[Any, Path, str], None], stages) -> dict[str, Path]:
     """Probe each distinct quantized base once; returns checkpoint label -> the run dir of its quantized base.
 
     `run(handle, run_dir, label)` runs `probes` on a loaded model into run_dir (the caller's data and options);
-    `settings_digest` changes whenever those settings do, so a stale run is redone."""
+    `settings_digest` changes whenever those settings do, so a stale run is redone. `stages`: the study's
+    progress (`.run(name, fn, cached=...)` times and logs a stage, `.log(line)`)."""
     from ..api import probe_dir_name
     from ..finetune.quantized_base import load_quantized_base
     from ..results import write_text_atomic
@@ -97,18 +98,18 @@ def probe_quantized_bases(ckpt_dirs: dict[str, Path], runs_dir: Path, probes: li
         ident = qb.identity()
         if ident in by_identity:
             out[label] = by_identity[ident]
-            log(f"quantized base of {label}: the same as {by_identity[ident].name}")
+            stages.log(f"quantized base of {label}: the same as {by_identity[ident].name}")
             continue
         rd = runs_dir / f"{label}{SUFFIX}"
         stamp = hashlib.sha256(f"{settings_digest}:{ident}".encode()).hexdigest()[:16]
         done = (rd / STAMP).is_file() and (rd / STAMP).read_text(encoding="utf-8").strip() == stamp and \
             all((rd / probe_dir_name(p) / "result.json").is_file() for p in probes)
-        if done:
-            log(f"probes on the quantized base of {label}: cached")
-        else:
-            log(f"probes on the quantized base of {label} ({qb.path.name}{', 4-bit' if qb.load_in_4bit else ''}) ...")
+        def go(qb=qb, rd=rd, label=label, stamp=stamp):
             run(load_quantized_base(qb), rd, f"{label}{SUFFIX}")
             write_text_atomic(rd / STAMP, stamp + "\n")
+
+        stages.run(f"probes on the quantized base of {label} ({qb.path.name}{', 4-bit' if qb.load_in_4bit else ''})",
+                   go, cached=done)
         by_identity[ident] = out[label] = rd
     return out
 
