@@ -138,24 +138,33 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler, cfg: FinetuneConfig
 
 # ------------------------------------------------------------------ what OUT may hold when a run starts
 
+def replace_finished_run(out: Path, cfg: FinetuneConfig) -> bool:
+    """Empty OUT when it holds a finished audit fine-tune and --overwrite was given; refuse otherwise.
+    Returns whether a finished run was there."""
+    from .manifest import is_finetune_manifest
+
+    manifest = out / MANIFEST_NAME
+    if not manifest.exists():
+        return False
+    if not cfg.overwrite:
+        raise ConfigError(f"{out}: already holds a finished fine-tuning run (manifest.json); choose another "
+                          f"--out, or pass --overwrite to replace it")
+    if not is_finetune_manifest(manifest):
+        raise ConfigError(f"{manifest}: not the manifest of an `audit finetune` run; --overwrite only replaces "
+                          f"audit fine-tuning runs; choose another --out")
+    for p in out.iterdir():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return True
+
+
 def prepare_out(out: Path, cfg: FinetuneConfig) -> Optional[Path]:
     """Check the output directory; return the checkpoint to resume from (or None).
 
     Nothing is deleted by surprise: a finished run is replaced only with --overwrite and only when its
     manifest says it is an audit fine-tune; an interrupted run's checkpoints are kept unless --resume
     continues them or --overwrite starts over."""
-    from .manifest import is_finetune_manifest
-
-    manifest = out / MANIFEST_NAME
-    if manifest.exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise ConfigError(f"{out}: already holds a finished fine-tuning run (manifest.json); choose another "
-                              f"--out, or pass --overwrite to replace it")
-        if not is_finetune_manifest(manifest):
-            raise ConfigError(f"{manifest}: not the manifest of an `audit finetune` run; --overwrite only replaces "
-                              f"audit fine-tuning runs; choose another --out")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not cfg.resume:
+        replace_finished_run(out, cfg)
     if cfg.resume:
         ckpt = latest_checkpoint(out)
         if ckpt is None:

@@ -23,7 +23,7 @@ import math
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -46,30 +46,12 @@ class GridRun:
     steps: int
 
 
-@dataclass
-class LRSelection:
-    """What the manifest records under `lr_selection`."""
-
-    grid: list[float]
-    chosen_lr: float
-    criterion: str
-    heldout_fraction: float
-    heldout_rows: int
-    train_rows: int
-    split_seed: int
-    pilot_steps: int
-    full_steps: Optional[int]
-    runs: list[GridRun] = field(default_factory=list)
-    final_heldout_loss: Optional[float] = None
-    chosen_at_grid_edge: bool = False  # the best rate is the grid's smallest or largest: widen the grid to be sure
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: a diverged rate's infinite loss becomes null."""
-        d = dataclasses.asdict(self)
-        for r in d["runs"]:
-            if not math.isfinite(r["heldout_loss"]):
-                r["heldout_loss"] = None
-        return d
+def _run_record(run: GridRun) -> dict[str, Any]:
+    """JSON-ready: a diverged rate's infinite loss becomes null."""
+    d = dataclasses.asdict(run)
+    if not math.isfinite(d["heldout_loss"]):
+        d["heldout_loss"] = None
+    return d
 
 
 def parse_lr_grid(spec: LRSpec) -> Optional[list[float]]:
@@ -152,26 +134,11 @@ def choose(runs: list[GridRun]) -> GridRun:
     return min(finite, key=lambda r: (round(r.heldout_loss, 9), r.lr))
 
 
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-
-
 def _clear_finished(out: Path, cfg: FinetuneConfig) -> None:
     """Apply train()'s rules for an existing OUT up front, since the grid runs are written inside it."""
-    from .checkpointing import CHECKPOINT_DIR
-    from .manifest import MANIFEST_NAME, is_finetune_manifest
+    from .checkpointing import CHECKPOINT_DIR, replace_finished_run
 
-    manifest = out / MANIFEST_NAME
-    if manifest.exists():
-        if not cfg.overwrite:
-            raise ConfigError(f"{out}: already holds a finished fine-tuning run (manifest.json); choose another "
-                              f"--out, or pass --overwrite to replace it")
-        if not is_finetune_manifest(manifest):
-            raise ConfigError(f"{manifest}: not the manifest of an `audit finetune` run; --overwrite only replaces "
-                              f"audit fine-tuning runs; choose another --out")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    elif (out / CHECKPOINT_DIR).exists() and not cfg.overwrite:
+    if not replace_finished_run(out, cfg) and (out / CHECKPOINT_DIR).exists() and not cfg.overwrite:
         raise ConfigError(f"{out / CHECKPOINT_DIR}: checkpoints of an interrupted fine-tuning run; pass "
                           f"--overwrite to start over")
     shutil.rmtree(out / GRID_DIR, ignore_errors=True)  # a search killed part-way starts over
@@ -198,7 +165,9 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
     train, held = split_heldout(data, float(cfg.heldout_fraction), cfg.seed)
     full_steps = total_steps_for(cfg, train.n_rows)
     pilot = int(cfg.lr_pilot_steps or full_steps)
-    pad = _pad_id(tokenizer)
+    from ..lm.tokens import pad_id
+
+    pad = pad_id(tokenizer)
     runs: list[GridRun] = []
     for lr in grid:
         sub = dataclasses.replace(cfg, lr=lr, lr_grid=None, steps=pilot, epochs=None, out=str(out / GRID_DIR /
@@ -222,18 +191,21 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
         shutil.rmtree(out / GRID_DIR, ignore_errors=True)
     final_cfg = dataclasses.replace(cfg, lr=best.lr, lr_grid=list(grid))
     _, model = train_model(final_cfg, tokenizer=tokenizer, data=train, method=method_factory(), on_step=on_step)
-    selection = LRSelection(grid=list(grid), chosen_lr=best.lr, criterion="lowest held-out loss (token-weighted "
+    from .manifest import LRSelectionRecord
+
+    selection = LRSelectionRecord(grid=[float(r) for r in grid], chosen_lr=float(best.lr), criterion="lowest held-out loss (token-weighted "
                             "mean next-token loss on the held-out rows' completions)",
                             heldout_fraction=float(cfg.heldout_fraction), heldout_rows=len(held),
                             train_rows=train.n_rows, split_seed=cfg.seed, pilot_steps=pilot, full_steps=full_steps,
-                            runs=runs, final_heldout_loss=mean_token_loss(model, held, pad) if model is not None
+                            runs=[_run_record(r) for r in runs],
+                            final_heldout_loss=mean_token_loss(model, held, pad) if model is not None
                             else None, chosen_at_grid_edge=best.lr in (grid[0], grid[-1]))
     say(f"lr {best.lr:g} chosen from {', '.join(f'{r:g}' for r in grid)}"
         + (" (at the edge of the grid)" if selection.chosen_at_grid_edge else ""))
     if not main:
         return out
     manifest = read_finetune_manifest(out).recorded()
-    manifest["lr_selection"] = selection.to_dict()
+    manifest["lr_selection"] = selection.model_dump()
     write_json_atomic(out / MANIFEST_NAME, parse_finetune_manifest(manifest, out / MANIFEST_NAME))
     return out
 

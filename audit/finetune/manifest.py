@@ -82,7 +82,7 @@ class PrecisionRecord(_Record):
 
 
 class LRSelectionRecord(_Record):
-    """The learning rate chosen from a grid by held-out loss (audit.finetune.lr_grid.LRSelection)."""
+    """The learning rate chosen from a grid by held-out loss (audit.finetune.lr_grid); built there, read here."""
 
     grid: list[float]
     chosen_lr: float
