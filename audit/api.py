@@ -13,6 +13,7 @@ from . import __version__
 from .errors import ConfigError
 from .lm.models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
+from .probes.option_sources import resolve_probe_options
 from .lm.generation import default_cache_dir
 from .rundir import RunLock, check_data_path, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
 from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
@@ -29,23 +30,6 @@ def _as_handle(m: Optional[ModelLike], **load_kwargs) -> Optional[ModelHandle]:
 
 def probe_dir_name(name: str) -> str:
     return name.replace(":", "-")
-
-
-def _options_for(probe: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Options for one probe: `{"toxicity": {...}}`, `{"toxicity.k": 5}` or global `{"k": 5}`."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            if key == probe:
-                out.update(value)
-            continue
-        if "." in key:
-            head, sub = key.split(".", 1)
-            if head == probe:
-                out[sub] = value
-        else:
-            out.setdefault(key, value)
-    return out
 
 
 def recordable_options(value: Any) -> Any:
@@ -67,13 +51,15 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
                label: Optional[str] = None, cache_dir: str | Path | None = None,
                apply_chat_template: bool = False, system_prompt: Optional[str] = None, overwrite: bool = False,
-               **load_kwargs) -> Path:
+               limit: Optional[int] = None, **load_kwargs) -> Path:
     """Run the named probes on a checkpoint and write a run directory. Returns its path.
 
     `model`, `base`, `reference` may be paths or already-loaded handles (a notebook loads once and
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
     `batch_size` is a number or "auto" (audit.lm.batching; default 32, or the runtime default).
     `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.lm.chat_template).
+    `options` are checked against each probe's options class (audit.probes.options) before anything loads;
+    `limit` is every probe's `limit` (a seeded stratified sample, recorded in each result's `sample`).
     A directory belongs to one model: a second run of the same model adds its probes; a run of another
     model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
     Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
@@ -94,6 +80,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     options = dict(options or {})
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"--seed {seed!r}: expected an integer")
+    typed = resolve_probe_options(resolved, options, seed, limit, say=_say)  # bad options fail before loading
     for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
         check_data_path(key, value)
     out = prepare_out_dir(Path(out))
@@ -109,6 +96,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             reference=ref_handle.describe() if ref_handle else None,
             label=label or handle.name,
             config={"probes": probe_list, "data": dict(data or {}), "options": recordable_options(options),
+                    "limit": limit,
                     "batch_size": plan.size,
                     "batch": plan.record(), "load": handle.load_options,
                     "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
@@ -127,13 +115,17 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             write_json_atomic(probe_out / "result.json", ProbeResult(probe=shown, status="unfinished", **made_by))
 
             def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
+                opts = typed[shown]
                 ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
-                                   data=dict(data or {}), options={**_options_for(name, options),
-                                                                   **_options_for(shown, options), **extra},
-                                   seed=seed, batch_size=size,
+                                   data=dict(data or {}), options=opts.as_dict(), opts=opts,
+                                   seed=opts.run_seed, batch_size=size,
                                    cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                                    label=manifest.label)
-                return runners[shown](ctx)
+                result = runners[shown](ctx)
+                result.options = recordable_options(opts.as_dict())
+                if ctx.sample_record is not None:
+                    result.sample = ctx.sample_record.as_dict()
+                return result
 
             t0, started_at = time.time(), now_iso()
             audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
@@ -143,7 +135,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
             result.batch_size = plan.size
             result.probe = shown
-            result.seed = seed
+            result.seed = typed[shown].run_seed
             result.finished_at = now_iso()
             result.seconds = round(time.time() - t0, 3)
             result.status = "complete"

@@ -28,8 +28,8 @@ import numpy as np
 from ...errors import ConfigError, file_error
 from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
-from ...metrics import stats
 from . import lmeval as bbq_lmeval
+from .options import BBQOptions
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 
@@ -172,19 +172,17 @@ def run(ctx) -> ProbeResult:
     path = ctx.data.get("bbq")
     if not path:
         raise ConfigError("bbq: no data; pass --data bbq=DIR_WITH_JSONL (or one category file)")
-    limit = ctx.option("limit", None, int)
-    n_resamples = ctx.option("n_bootstrap", stats.DEFAULT_RESAMPLES, int)
-    normalisation = ctx.option("normalisation", None, str)
-    if normalisation is None and ctx.option("normalise", False, bool):  # the older boolean spelling
-        normalisation = "token"
-    conv = Convention.from_options(ctx.option("convention", "default", str), ctx.option("prompt", None, str),
-                                   normalisation)
-    items = load_items(path, limit)
+    opts = ctx.options_as(BBQOptions)
+    limit, seed = opts.limit, opts.run_seed
+    n_resamples = opts.n_bootstrap
+    conv = opts.conv()
+    items = ctx.sample(load_items(path), strata=lambda it: (it.category, it.condition, it.polarity),
+                       levels=("category", "context_condition", "question_polarity"))
     n_options = len(conv.choices(items[0]))
     with bar("bbq: scoring answers", n_options * len(items)) as advance:
         choice, scores = answer_items(ctx.model.model, ctx.model.tokenizer, items, conv, ctx.batch_size, advance)
     cols = conv.outcome_columns(items, choice)
-    metrics = bias_metrics(items, cols, conv, n_resamples, ctx.seed)
+    metrics = bias_metrics(items, cols, conv, n_resamples, seed)
     categories = sorted({it.category for it in items})
     cat = np.array([it.category for it in items])
     groups: dict[str, dict[str, Metric]] = {}
@@ -192,7 +190,7 @@ def run(ctx) -> ProbeResult:
     for c in categories:
         mask = cat == c
         sub_items = [it for it, m in zip(items, mask) if m]
-        per = bias_metrics(sub_items, {k: v[mask] for k, v in cols.items()}, conv, n_resamples, ctx.seed)
+        per = bias_metrics(sub_items, {k: v[mask] for k, v in cols.items()}, conv, n_resamples, seed)
         for name, m in per.items():
             groups.setdefault(name, {})[c] = m
         table.append({"category": c, **{name: m.value for name, m in per.items()},
@@ -208,10 +206,10 @@ def run(ctx) -> ProbeResult:
         with ctx.base_for_scoring() as (bmodel, btok), bar("bbq: scoring base", n_options * len(items)) as advance:
             base_choice, _ = answer_items(bmodel, btok, items, conv, ctx.batch_size, advance)
         base_cols = conv.outcome_columns(items, base_choice)
-        base_m = bias_metrics(items, base_cols, conv, n_resamples, ctx.seed)
+        base_m = bias_metrics(items, base_cols, conv, n_resamples, seed)
         for key in ("acc_ambig", "acc_disambig", "s_amb", "s_dis"):
             metrics["base." + conv.names[key]] = base_m[conv.names[key]]
-        paired, flips = paired_comparison(items, cols, base_cols, n_resamples, ctx.seed, conv)
+        paired, flips = paired_comparison(items, cols, base_cols, n_resamples, seed, conv)
         metrics.update(paired)
         tables["flips"] = flips
     samples = []
@@ -233,7 +231,7 @@ def run(ctx) -> ProbeResult:
     described = conv.describe()
     return ProbeResult(
         probe="bbq", probe_version="2",
-        config={"data": str(path), "limit_per_file": limit, "n_items": len(items), "categories": categories,
+        config={"data": str(path), "limit": limit, "n_items": len(items), "categories": categories,
                 "convention": conv.name, "prompt": conv.prompt, "normalisation": conv.normalisation,
                 "n_bootstrap": n_resamples, "batch_size": ctx.batch_size},
         metrics=metrics, groups=groups, tables=tables,
