@@ -61,8 +61,12 @@ def _import(path: str) -> Any:
 
 def options_class(name: str) -> type:
     """The options dataclass of a probe (name without an `rl:` argument)."""
-    if name not in OPTIONS:
+    if name not in PROBES:
         raise ConfigError(f"--probes {name}: unknown probe; expected one of {', '.join(sorted(PROBES))} (rl:<env>)")
+    if name not in OPTIONS:  # a probe registered without its own options takes only the shared ones
+        from .options import ProbeOptions
+
+        return ProbeOptions
     return _import(OPTIONS[name])
 
 

@@ -3,7 +3,8 @@
 The first N rows of a file are not a sample: the built-in toxicity set lists its neutral templates first,
 so `limit=14` once gave 14 copies of one neutral template and no provocative prompt. Here the items are
 grouped by a probe-given key (e.g. (prompt kind, group)); N is split over the first level of the key in
-proportion to its sizes (largest remainders, at least one each while N allows), then within each part over
+proportion to its sizes (at least one each while N allows; with fewer slots than strata, the strata next in
+one seeded order shared by sibling branches, so they cover different values), then within each part over
 the next level, and so on; the items of a leaf are drawn uniformly without replacement. The picked items
 keep their original order. The same items, seed and N always give the same sample, whatever the model, so
 two runs (model and base) score the same items.
@@ -17,7 +18,8 @@ from typing import Any, Callable, Hashable, Optional, Sequence, TypeVar
 import numpy as np
 
 T = TypeVar("T")
-STRATEGY = "seeded stratified sample (proportional allocation, at least one per stratum while the limit allows)"
+STRATEGY = ("seeded stratified sample (proportional allocation, at least one per stratum while the limit "
+            "allows, rotating over strata when it does not)")
 
 
 @dataclass(frozen=True)
@@ -37,25 +39,47 @@ class SampleRecord:
 
 
 def _allocate(sizes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Split n over strata of these sizes: proportional, largest remainders, >= 1 each while n allows."""
+    """Split n over strata of these sizes (n > number of strata): one each, then the rest proportionally
+    (each further slot to the stratum furthest below its quota; ties broken at random)."""
     total = int(sizes.sum())
     if n >= total:
         return sizes.copy()
-    k = len(sizes)
-    alloc = np.zeros(k, dtype=int)
-    if n <= k:  # fewer slots than strata: n distinct strata, chosen with probability proportional to size
-        alloc[rng.choice(k, size=n, replace=False, p=sizes / total)] = 1
-        return alloc
-    alloc[:] = 1
+    alloc = np.ones(len(sizes), dtype=int)
     quota = sizes * (n / total)
-    for _ in range(n - k):  # each further slot to the stratum furthest below its quota (ties: random)
+    for _ in range(n - len(sizes)):
         room = np.where(alloc < sizes, quota - alloc, -np.inf)
         best = np.flatnonzero(room == room.max())
         alloc[best[rng.integers(len(best))] if len(best) > 1 else best[0]] += 1
     return alloc
 
 
-def _pick(indices: list[int], keys: list[tuple], depth: int, n: int, rng: np.random.Generator) -> list[int]:
+class _Rotation:
+    """When a branch has fewer slots than strata, which strata get one: the next ones in a seeded order of
+    every value at that level, shared by all branches, so sibling branches pick different values (limit=10
+    over (kind, group) covers 10 groups across both kinds, not the same few groups twice)."""
+
+    def __init__(self, keys: list[tuple], rng: np.random.Generator):
+        self.keys, self.rng, self.order, self.cursor = keys, rng, {}, {}
+
+    def choose(self, depth: int, values: list, n: int) -> set:
+        if depth not in self.order:
+            every = sorted({k[depth] for k in self.keys}, key=str)
+            self.order[depth] = [every[i] for i in self.rng.permutation(len(every))]
+            self.cursor[depth] = 0
+        order, present, chosen = self.order[depth], set(values), []
+        start = self.cursor[depth]
+        for step in range(len(order)):
+            value = order[(start + step) % len(order)]
+            if value in present:
+                chosen.append(value)
+                if len(chosen) == n:
+                    self.cursor[depth] = (start + step + 1) % len(order)
+                    break
+        return set(chosen)
+
+
+def _pick(indices: list[int], keys: list[tuple], depth: int, n: int, rng: np.random.Generator,
+          rotation: _Rotation) -> list[int]:
     if n >= len(indices):
         return list(indices)
     if depth >= len(keys[indices[0]]):
@@ -64,11 +88,15 @@ def _pick(indices: list[int], keys: list[tuple], depth: int, n: int, rng: np.ran
     for i in indices:
         parts.setdefault(keys[i][depth], []).append(i)
     groups = sorted(parts, key=str)  # independent of file order, so a reordered file samples the same strata
-    alloc = _allocate(np.array([len(parts[g]) for g in groups]), n, rng)
+    if n <= len(groups):
+        picked = rotation.choose(depth, groups, n)
+        alloc = [1 if g in picked else 0 for g in groups]
+    else:
+        alloc = _allocate(np.array([len(parts[g]) for g in groups]), n, rng)
     out: list[int] = []
     for g, m in zip(groups, alloc):
         if m:
-            out += _pick(parts[g], keys, depth + 1, int(m), rng)
+            out += _pick(parts[g], keys, depth + 1, int(m), rng, rotation)
     return out
 
 
@@ -84,7 +112,7 @@ def stratified_sample(items: Sequence[T], limit: Optional[int], seed: int,
         if limit < 1:
             raise ValueError(f"limit={limit}: expected an integer >= 1")
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5A3])
-        chosen = sorted(_pick(list(range(len(items))), keys, 0, int(limit), rng))
+        chosen = sorted(_pick(list(range(len(items))), keys, 0, int(limit), rng, _Rotation(keys, rng)))
         strategy = STRATEGY
     record = SampleRecord(limit=limit, strategy=strategy, strata=tuple(levels), n_available=len(items),
                           n_items=len(chosen), n_strata=n_strata, seed=int(seed))
