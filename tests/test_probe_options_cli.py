@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,8 @@ def test_unknown_key_and_wrong_type_for_every_probe(tiny_llama_dir, tmp_path):
         results = list(pool.map(lambda job: cli(*job[2]), jobs))
     for (probe, kind, args, message), p in zip(jobs, results):
         assert p.returncode == 2, (probe, kind, p.stdout[-500:], p.stderr[-1500:])
-        assert p.stderr.strip() == f"audit: error: {message}", (probe, kind, p.stderr)
+        assert p.stderr.startswith(f"audit: error: {message.rstrip('?')}"), (probe, kind, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert "Traceback" not in p.stderr and not Path(args[6]).exists()  # nothing written
 
 
@@ -81,7 +83,7 @@ def test_probes_listing_shows_every_option_with_default_and_help():
         assert p.returncode == 0, p.stderr
         for name in PROBES:
             assert f"{name}: " in p.stdout and f"-o {name}.NAME=VALUE" in p.stdout
-        assert "temperature  number, default 1.0: sampling temperature; 0 means greedy" in p.stdout
+        assert re.search(r"\n    temperature +number, default 1.0: sampling temperature; 0 means greedy", p.stdout)
         assert "n_bootstrap" in p.stdout and "resamples" not in p.stdout.replace("bootstrap resamples", "")
     listed = json.loads(cli("probes", "--json").stdout)
     assert listed["toxicity"]["options_class"] == "ToxicityOptions"
