@@ -120,3 +120,14 @@ def test_readme_option_tables_are_generated_from_the_declarations():
     for name in PROBES:
         assert f"#### `{name}`" in docs.render_markdown()
     assert "| `temperature` | number | `1.0` | sampling temperature; 0 means greedy" in docs.render_markdown()
+
+
+def test_max_new_tokens_must_leave_room_for_the_prompt(tiny_llama_dir, tmp_path):
+    """max_new_tokens near the model's window used to cut every prompt to its last token."""
+    from audit.lm.generation import GenerationSettings, generate
+    from audit.lm.models import load
+
+    handle = load(tiny_llama_dir)  # a 256-token window
+    with pytest.raises(ConfigError, match="max_new_tokens=250: the model's context is 256 tokens, which leaves 6 "
+                                          "for the prompt; use at most 240"):
+        generate(handle, ["The weather"], GenerationSettings(max_new_tokens=250, do_sample=False), tmp_path)

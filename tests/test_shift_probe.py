@@ -190,7 +190,7 @@ def test_bad_corpus_and_watchlist_files_are_named(tiny_lora_dir, tmp_path):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r2", options={"shift.corpora": [str(nofield)]})
     with pytest.raises(InputFileError, match=r"missing.txt: word list does not exist"):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r3", options={"shift.watchlist": str(tmp_path / "missing.txt")})
-    with pytest.raises(ConfigError, match="option 'max_length'"):
+    with pytest.raises(ConfigError, match="option 'shift.max_length': expected integer, got 'zero'"):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r4", options={"shift.max_length": "zero"})
 
 

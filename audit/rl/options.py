@@ -35,6 +35,9 @@ class RLOptions(ProbeOptions):
         from .envs import resolve_env_id
 
         resolve_env_id(self.env)  # an unknown environment fails before the model loads
+        if self.n_bootstrap == 0:
+            fail("n_bootstrap", "0; the rl timeseries always carries intervals across replicates; expected at "
+                                "least 10")
         for name in ("episodes", "horizon", "every"):
             if getattr(self, name) < 1:
                 fail(name, f"{getattr(self, name)}; expected a positive integer (at least 1)")
