@@ -76,7 +76,8 @@ class ProbeOptions:
         return int(self.seed or 0)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Field -> value, shallow: a Scorer object passed as an option stays the same object (no deep copy)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
