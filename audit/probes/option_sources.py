@@ -59,6 +59,8 @@ def resolve_probe_options(resolved: list[tuple[str, str, dict[str, Any]]], optio
         raw = {k: v for k, v in global_keys.items() if k in known_keys(cls)}
         if limit is not None and "limit" in known_keys(cls):
             raw["limit"] = limit
+        elif limit is not None and say is not None:
+            say(f"audit: warning: --limit does not apply to {shown} (it has no list of items to sample)")
         raw.update(per_probe.get(name, {}))
         if shown != name:
             raw.update(per_probe.get(shown, {}))
