@@ -51,6 +51,13 @@ SUMMARIES: dict[str, str] = {
     "rl": "the model as a policy in a fairness environment (rl:<env>: lending, admission, attention)",
 }
 
+# name -> the `--data KEY=PATH` keys the probe reads
+DATA_KEYS: dict[str, tuple[str, ...]] = {
+    "toxicity": ("toxicity",), "crows_pairs": ("crows_pairs",), "bbq": ("bbq",),
+    "counterfactual": ("counterfactual",), "decisions": ("decisions",), "shift": ("finetune",),
+    "honest": ("honest", "hurtlex"), "rl": (),
+}
+
 T = TypeVar("T")
 
 
@@ -83,7 +90,7 @@ def probe_spec(name: str) -> ProbeSpec:
     """The registry entry of one probe: options class, metric declarations, run function."""
     cls = options_class(name)
     return ProbeSpec(name=name, options=cls, metrics=_metric_specs(PROBES[name]), run=PROBES[name],
-                     summary=SUMMARIES.get(name, ""))
+                     summary=SUMMARIES.get(name, ""), data_keys=DATA_KEYS.get(name, ()))
 
 
 def registry() -> dict[str, ProbeSpec]:

@@ -30,7 +30,7 @@ def declarations() -> dict[str, dict[str, Any]]:
     """name -> {summary, options: [...], metrics: [...]} for every probe."""
     from . import registry
 
-    return {name: {"summary": spec.summary, "options_class": spec.options.__name__,
+    return {name: {"summary": spec.summary, "options_class": spec.options.__name__, "data": list(spec.data_keys),
                    "options": describe_options(spec.options), "metrics": _metric_rows(spec)}
             for name, spec in registry().items()}
 
@@ -47,7 +47,8 @@ def render_markdown() -> str:
              "value stops the run before any model loads. `audit probes` prints the same list with each probe's "
              "metrics.", ""]
     for name, d in declarations().items():
-        lines += [f"#### `{name}`", "", f"{d['summary']}.", "",
+        data = f" Data: {', '.join(f'`--data {key}=PATH`' for key in d['data'])}." if d["data"] else ""
+        lines += [f"#### `{name}`", "", f"{d['summary']}.{data}", "",
                   "| option | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| `{o['name']}` | {_cell(o['type'])} | `{_cell(o['default'])}` | {_cell(o['help'])} |"
                   for o in d["options"]]
@@ -60,6 +61,8 @@ def render_text() -> str:
     out = []
     for name, d in declarations().items():
         out.append(f"{name}: {d['summary']}")
+        if d["data"]:
+            out.append("  data: " + " ".join(f"--data {key}=PATH" for key in d["data"]))
         out.append(f"  options (-o {name}.NAME=VALUE):")
         width = max(len(o["name"]) for o in d["options"])
         for o in d["options"]:
