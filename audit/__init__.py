@@ -5,6 +5,7 @@ Public API (imported lazily so `import audit` and `audit --help` stay fast)::
     audit.load(path, base=None, load_in_4bit=False)      -> ModelHandle
     audit.run_probes(model, ["toxicity", "bbq"], out)   -> run directory
     audit.load_run(run_dir)                             -> (manifest, {probe: result})
+    audit.RunDir(run_dir).iter_rows("toxicity")         -> a probe's per-item rows, streamed
     audit.compare([run_dir, ...], base=run_dir)         -> pandas DataFrame
     audit.write_report([run_dir, ...], "report.html")   -> self-contained HTML (fmt="md": Markdown)
     audit.setup_logging()                               # notebooks: quiet libraries, audit's progress on
@@ -23,6 +24,7 @@ _LAZY = {
     "ModelHandle": "audit.lm.models:ModelHandle",
     "run_probes": "audit.api:run_probes",
     "load_run": "audit.api:load_run",
+    "RunDir": "audit.rundir:RunDir",
     "compare": "audit.report.compare:compare",
     "write_report": "audit.report.html:write_report",
     "AuditError": "audit.errors:AuditError",

@@ -1,6 +1,7 @@
 """The Python API behind the CLI and the notebooks: load, run probes into a run directory.
 
-A run directory holds `manifest.json` plus one sub-directory per probe (see `audit.results`).
+A run directory holds `manifest.json` plus one sub-directory per probe; `audit.rundir.RunDir` owns that
+layout and its reading.
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from . import __version__
+from . import __version__, distributed
 from .errors import ConfigError
 from .lm.models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
 from .probes.option_sources import resolve_probe_options
 from .lm.generation import default_cache_dir
-from .rundir import RunLock, check_data_path, check_owner, check_results, owner_of, prepare_out_dir, validate_probe_name
-from .results import (ProbeResult, RunManifest, git_commit, host_info, now_iso, read_manifest,
-                      read_probe_result, write_json_atomic)
+from .rundir import (RunDir, check_data_path, check_owner, owner_of, prepare_out_dir, probe_dir_name,  # noqa: F401
+                     validate_probe_name)
+from .results import ProbeResult, RunManifest, git_commit, host_info, now_iso
 
 ModelLike = Union[str, Path, ModelHandle]
 
@@ -28,8 +29,6 @@ def _as_handle(m: Optional[ModelLike], **load_kwargs) -> Optional[ModelHandle]:
     return load(m, **load_kwargs)
 
 
-def probe_dir_name(name: str) -> str:
-    return name.replace(":", "-")
 
 
 def recordable_options(value: Any) -> Any:
@@ -46,6 +45,7 @@ def recordable_options(value: Any) -> Any:
     return {"object": type(value).__name__}
 
 
+@distributed.rank_zero_writes  # under torchrun / accelerate launch: sharded engines, rank 0 writes `out`
 def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base: Optional[ModelLike] = None,
                reference: Optional[ModelLike] = None, data: Optional[dict[str, str]] = None,
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
@@ -84,7 +84,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
         check_data_path(key, value)
     out = prepare_out_dir(Path(out))
-    with RunLock(out):
+    run = RunDir(out)
+    with run.lock():
         handle = _as_handle(model, **load_kwargs)
         base_handle = _as_handle(base, **load_kwargs)
         ref_handle = _as_handle(reference, **load_kwargs)
@@ -101,18 +102,18 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                     "batch": plan.record(), "load": handle.load_options,
                     "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
             seed=seed, probes=probe_list, host=host_info())
-        old = read_manifest(out / "manifest.json") if (out / "manifest.json").exists() else None
+        old = run.read_manifest() if run.has_manifest() else None
         if check_owner(out, old, owner_of(manifest), manifest.label, overwrite):
             # the same model again: its earlier probes stay in the run (additive)
             manifest.probes = list(dict.fromkeys([*old.probes, *probe_list]))
-        write_json_atomic(out / "manifest.json", manifest)
+        run.write_manifest(manifest)
         for shown, name, extra in resolved:
-            probe_out = out / probe_dir_name(shown)
+            probe_out = run.probe_dir(shown)
             probe_out.mkdir(parents=True, exist_ok=True)
             made_by = {"model_fingerprint": manifest.model.fingerprint,
                        "base_fingerprint": manifest.base.fingerprint if manifest.base else None}
             # marked unfinished before it starts: a run killed now can never pass for a finished one
-            write_json_atomic(probe_out / "result.json", ProbeResult(probe=shown, status="unfinished", **made_by))
+            run.write_result(shown, ProbeResult(probe=shown, status="unfinished", **made_by))
 
             def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
                 opts = typed[shown]
@@ -141,13 +142,10 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             result.status = "complete"
             result.model_fingerprint = made_by["model_fingerprint"]
             result.base_fingerprint = made_by["base_fingerprint"]
-            if result.samples_path:
-                result.samples_path = str(Path(result.samples_path).resolve().relative_to(out.resolve())) \
-                    if Path(result.samples_path).resolve().is_relative_to(out.resolve()) else result.samples_path
-            write_json_atomic(probe_out / "result.json", result)
+            run.write_result(shown, result)  # samples_path stored relative to the run directory
         manifest.finished_at = now_iso()
         manifest.config["batch_size"], manifest.config["batch"] = plan.size, plan.record()  # after any halving
-        write_json_atomic(out / "manifest.json", manifest)
+        run.write_manifest(manifest)
     return out
 
 
@@ -162,14 +160,4 @@ def load_run(run_dir: str | Path, *, check: bool = True) -> tuple[RunManifest, d
 
     Refuses (RunIntegrityError) a run whose results are unfinished or were made by another model than the
     manifest names; `check=False` reads it anyway (for inspection, never for a verdict)."""
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir / "manifest.json")
-    results = {}
-    for probe in manifest.probes:
-        validate_probe_name(probe)
-        f = run_dir / probe_dir_name(probe) / "result.json"
-        if f.exists():
-            results[probe] = read_probe_result(f)
-    if check:
-        check_results(run_dir, manifest, results)
-    return manifest, results
+    return RunDir(run_dir).load(check=check)

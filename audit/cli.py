@@ -63,6 +63,9 @@ def console():
 DTYPE_HELP = "auto, float32, bfloat16 or float16 (auto: float32 on CPU, bfloat16 on CUDA)."
 DEVICE_HELP = "cpu, cuda, cuda:N or mps (default: cuda when available)."
 BATCH_HELP = "Rows per forward pass, or 'auto': the largest that fits, halved on out-of-memory."
+DEVICE_MAP_HELP = ("auto (or balanced, sequential): split a model too large for one device over the GPUs, then "
+                   "CPU, then disk (accelerate big-model loading).")
+MAX_MEMORY_HELP = "With --device-map: per-device budget, e.g. 0=20GiB,1=20GiB,cpu=64GiB."
 
 @app.command()
 def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or hub name (online/cached)."),
@@ -72,6 +75,8 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
          trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the checkpoint's own code."),
          dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
          device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+         device_map: Optional[str] = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
+         max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
          as_json: bool = typer.Option(False, "--json", help="Print the description as JSON.")):
     """Describe a checkpoint (model dir, adapter, .gguf file or packaged model): architecture, size, method,
     rank, quantization, hashes."""
@@ -79,8 +84,12 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
     from .lm.runtime import RuntimeOptions
 
     RuntimeOptions(dtype=dtype, device=device)  # one-line errors before anything loads
+    from .lm.big_model import check_split_options
+
+    check_split_options(device_map, max_memory)
     handle = load(path, base=base, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
-                  trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+                  trust_remote_code=trust_remote_code, dtype=dtype, device=device,
+                  device_map=device_map, max_memory=max_memory)
     desc = handle.describe()
     if as_json:
         typer.echo(desc.model_dump_json(indent=2))
@@ -93,7 +102,8 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
             ("rank", desc.rank), ("alpha", desc.alpha),
             ("target modules", ", ".join(desc.target_modules or []) or None),
             ("quantization", json.dumps(desc.quantization) if desc.quantization else "none"),
-            ("dtype", desc.dtype), ("device", handle.load_options.get("device")), ("base", desc.base_path),
+            ("dtype", desc.dtype), ("device", handle.load_options.get("device")),
+            ("placement", _placement_text(handle.load_options.get("placement"))), ("base", desc.base_path),
             ("fingerprint", desc.fingerprint[:16])]
     gguf = getattr(desc, "gguf", None)  # set when the checkpoint was converted from a GGUF file (audit.lm.gguf)
     if gguf:
@@ -108,6 +118,16 @@ def info(path: str = typer.Argument(..., help="Model dir, PEFT adapter dir, or h
     for name, digest in {**desc.weight_files, **{f"base/{k}": v for k, v in desc.base_weight_files.items()}}.items():
         t.add_row(f"sha256 {name}", digest)
     console().print(t)
+
+
+def _placement_text(placement: Optional[dict]) -> Optional[str]:
+    """--device-map: how many top-level blocks went to each device, e.g. 'cpu x1, disk x4'."""
+    if not placement:
+        return None
+    counts: dict[str, int] = {}
+    for where in placement.values():
+        counts[where] = counts.get(where, 0) + 1
+    return ", ".join(f"{where} x{n}" for where, n in counts.items())
 
 
 # ------------------------------------------------------------------ probe
@@ -143,6 +163,8 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
           trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
           dtype: Optional[str] = typer.Option(None, "--dtype", help=DTYPE_HELP),
           device: Optional[str] = typer.Option(None, "--device", help=DEVICE_HELP),
+          device_map: Optional[str] = typer.Option(None, "--device-map", help=DEVICE_MAP_HELP),
+          max_memory: Optional[str] = typer.Option(None, "--max-memory", help=MAX_MEMORY_HELP),
           apply_chat_template: bool = typer.Option(False, "--apply-chat-template",
                                                    help="Wrap every prompt in the model's chat template "
                                                         "(a user turn + the assistant prompt, as lm-eval does)."),
@@ -176,6 +198,9 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
     apply_chat_template = apply_chat_template or bool(cfg.apply_chat_template)
     system_prompt = merged(system_prompt, cfg.system_prompt)
     rt = RuntimeOptions(dtype=dtype, device=device, batch_size=batch_size)  # one-line errors before loading
+    from .lm.big_model import check_split_options
+
+    check_split_options(device_map, max_memory)
 
     opts: dict = {**cfg.flat_options(), **parse_key_values(option, "--option")}
     if corpus:
@@ -191,7 +216,8 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
         from .run_names import default_run_dir
 
         target = load(model, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
-                      trust_remote_code=trust_remote_code, dtype=rt.dtype, device=rt.device)
+                      trust_remote_code=trust_remote_code, dtype=rt.dtype, device=rt.device,
+                      device_map=device_map, max_memory=max_memory)
         desc = target.describe()
         ft = desc.finetune_manifest or {}
         method = desc.method if desc.method not in (None, "pretrained") else ft.get("method", desc.method)
@@ -205,9 +231,13 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
                data=data_paths, options=opts, seed=seed, batch_size=rt.batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                trust_remote_code=trust_remote_code, dtype=dtype, device=device,
+               device_map=device_map, max_memory=max_memory,
                apply_chat_template=apply_chat_template, system_prompt=system_prompt, overwrite=overwrite,
                limit=limit)
-    _print_run_summary(run_dir)
+    from .distributed import current_world
+
+    if current_world().is_main:  # under torchrun / accelerate launch only rank 0 wrote the run directory
+        _print_run_summary(run_dir)
 
 
 def _check_probe_options(probe_names, opts: dict, seed: int, limit, config: Optional[Path],
@@ -262,6 +292,7 @@ _COMMAND_MODULES = [
     "audit.lab.commands",        # demo
     "audit.lm.models_command",      # models (real models shipped in installed packages)
     "audit.scorers.commands",    # scorer-check
+    "audit.grid.commands",       # plan
 ]
 
 

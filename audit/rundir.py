@@ -1,4 +1,14 @@
-"""Who owns a run directory: one model (and base), one writer at a time, no stale results trusted.
+"""A run directory: its layout, its reading, and who owns it (one model and base, one writer at a time, no
+stale results trusted).
+
+`RunDir` is the one place that knows the layout; everything else (the API, compare, report, gate, the
+studies) reads and writes runs through it::
+
+    RUN_DIR/manifest.json                 RunManifest (audit.results)
+    RUN_DIR/<probe>/result.json           ProbeResult; ':' in a probe name becomes '-' (rl:lending -> rl-lending)
+    RUN_DIR/<probe>/samples.jsonl         per-item rows (the result's `samples_path`, relative to RUN_DIR)
+    RUN_DIR/.audit-run.lock               the writer's lock (RunLock)
+    RUN_DIR/gate-junit.xml, gate-summary.md   gate outputs
 
 A gate that reads a run directory must know that every result in it was made, to the end, by the model
 the manifest names. This module holds the rules that make that true:
@@ -20,11 +30,18 @@ import re
 import shutil
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from .errors import AuditError, ConfigError, file_error
 
+if TYPE_CHECKING:
+    from .results import ProbeResult, RunManifest
+
 LOCK_NAME = ".audit-run.lock"
+MANIFEST_NAME = "manifest.json"
+RESULT_NAME = "result.json"
+SAMPLES_NAME = "samples.jsonl"
+GATE_FILES = ("gate-junit.xml", "gate-summary.md")
 _PROBE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?::[A-Za-z0-9][A-Za-z0-9_\-]*)?$")
 
 
@@ -42,6 +59,11 @@ def validate_probe_name(name: str) -> str:
         raise ConfigError(f"--probes {name!r}: not a valid probe name; expected letters, digits and '_' "
                           f"(plus ':<env>' for rl), e.g. toxicity or rl:lending")
     return name
+
+
+def probe_dir_name(name: str) -> str:
+    """The folder of a probe inside a run directory (':' is not portable in file names)."""
+    return name.replace(":", "-")
 
 
 def prepare_out_dir(out: Path) -> Path:
@@ -161,14 +183,12 @@ def check_owner(out: Path, old_manifest, new_owner: tuple[str, Optional[str]], n
 
 def remove_run_files(out: Path, manifest) -> None:
     """Delete the manifest, the gate outputs and each probe folder the manifest lists: nothing else."""
-    from .api import probe_dir_name
-
     for probe in manifest.probes:
         if _PROBE_NAME.match(probe):
             d = out / probe_dir_name(probe)
             if d.is_dir() and not d.is_symlink():
                 shutil.rmtree(d)
-    for name in ("manifest.json", "gate-junit.xml", "gate-summary.md"):
+    for name in (MANIFEST_NAME, *GATE_FILES):
         (out / name).unlink(missing_ok=True)
 
 
@@ -191,3 +211,124 @@ def check_results(run_dir: Path, manifest, results: dict) -> None:
         if got is not None and getattr(res, "base_fingerprint", None) != want_base:
             raise RunIntegrityError(f"{where}: result was made with another base model than the manifest "
                                     f"names; it is stale")
+
+
+# ---------------------------------------------------------------- the layout and its reading
+
+class RunDir:
+    """One run directory. Paths follow the layout above; reading validates (one-line errors naming the file)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # where things are
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    def probe_dir(self, probe: str) -> Path:
+        return self.path / probe_dir_name(validate_probe_name(probe))
+
+    def result_path(self, probe: str) -> Path:
+        return self.probe_dir(probe) / RESULT_NAME
+
+    def samples_path(self, probe: str) -> Path:
+        """Where a probe writes its per-item rows (what `ProbeContext.out_dir / "samples.jsonl"` is)."""
+        return self.probe_dir(probe) / SAMPLES_NAME
+
+    # reading
+    def has_manifest(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> "RunManifest":
+        from .results import read_manifest
+
+        return read_manifest(self.manifest_path)
+
+    def probe_names(self) -> list[str]:
+        """The probes the manifest lists (each checked: a name becomes a folder name)."""
+        return [validate_probe_name(p) for p in self.read_manifest().probes]
+
+    def read_result(self, probe: str) -> Optional["ProbeResult"]:
+        """The probe's result.json, or None when the probe has none yet."""
+        from .results import read_probe_result
+
+        f = self.result_path(probe)
+        return read_probe_result(f) if f.exists() else None
+
+    def load(self, check: bool = True) -> tuple["RunManifest", dict[str, "ProbeResult"]]:
+        """Manifest and every listed probe's result. `check` refuses unfinished or stale results
+        (RunIntegrityError); `check=False` reads them anyway (for inspection, never for a verdict)."""
+        manifest = self.read_manifest()
+        results = {}
+        for probe in manifest.probes:
+            res = self.read_result(probe)
+            if res is not None:
+                results[probe] = res
+        if check:
+            check_results(self.path, manifest, results)
+        return manifest, results
+
+    def samples_file(self, probe: str, result: Optional["ProbeResult"] = None) -> Optional[Path]:
+        """The probe's per-item log: the result's `samples_path` (relative to the run directory), else the
+        default place when it exists; None when the probe logged none."""
+        if result is None:
+            result = self.read_result(probe)
+            if result is None:
+                return None
+        if result.samples_path:
+            p = Path(result.samples_path)
+            return p if p.is_absolute() else self.path / p
+        default = self.samples_path(probe)
+        return default if default.exists() else None
+
+    def iter_rows(self, probe: str, result: Optional["ProbeResult"] = None) -> Iterator[dict[str, Any]]:
+        """The probe's per-item rows, streamed (samples logs can be large); nothing when it logged none.
+        A malformed line is an InputFileError naming the file and line."""
+        from .jsonl import iter_jsonl
+
+        path = self.samples_file(probe, result)
+        if path is None or not path.exists():
+            return
+        for _, row in iter_jsonl(path, what="per-sample JSON lines"):
+            if isinstance(row, dict):
+                yield row
+
+    def is_finished(self, probes: Iterable[str] = ()) -> bool:
+        """True when the manifest says the run finished and each of `probes` has a complete result
+        (never raises: an unreadable run is simply not finished)."""
+        try:
+            if not self.has_manifest() or not self.read_manifest().finished_at:
+                return False
+            results = [self.read_result(p) for p in probes]
+        except AuditError:
+            return False
+        return all(r is not None and r.status == "complete" for r in results)
+
+    # writing (atomic; the writer holds `lock()`)
+    def lock(self) -> RunLock:
+        return RunLock(self.path)
+
+    def write_manifest(self, manifest: "RunManifest") -> None:
+        from .results import write_json_atomic
+
+        write_json_atomic(self.manifest_path, manifest)
+
+    def write_result(self, probe: str, result: "ProbeResult") -> None:
+        """Write the probe's result.json; a samples_path inside the run directory is stored relative to it
+        (the directory can be moved or archived)."""
+        from .results import write_json_atomic
+
+        if result.samples_path:
+            sp, root = Path(result.samples_path).resolve(), self.path.resolve()
+            if sp.is_relative_to(root):
+                result.samples_path = str(sp.relative_to(root))
+        self.probe_dir(probe).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.result_path(probe), result)

@@ -1,5 +1,8 @@
 """Realistic run directories for the report/compare/card/gate tests, built from the result schema.
 
+Metric names are the ones the probes declare (METRIC_SPECS; BBQ under its default convention, the rl probe's
+`selection_rate`): tests/test_metric_specs.py checks that every name used here is declared.
+
 Three tiny checkpoints, as `audit.api.run_probes` would leave them: a pretrained base, a full fine-tune
 that removed most of the toxicity and BBQ bias, and a LoRA r=4 that kept most of it. Toxicity samples
 are drawn per prompt and the metrics are computed from them with the same definitions and bootstrap
@@ -84,13 +87,13 @@ def _toxicity(out: Path, scale: float, rng: np.random.Generator, script_in: bool
 
 def _bbq(out: Path, bias: float, drop_metric: bool) -> ProbeResult:
     cats = {"Gender_identity": 1.0, "Religion": 0.6}
-    metrics = {"accuracy_ambiguous": Metric(value=0.5 - bias / 2, ci_low=0.44 - bias / 2, ci_high=0.56 - bias / 2,
+    metrics = {"accuracy_3way_ambig": Metric(value=0.5 - bias / 2, ci_low=0.44 - bias / 2, ci_high=0.56 - bias / 2,
                                             n=200),
-               "dis_bias_score": Metric(value=bias * 1.5, ci_low=bias * 1.5 - 0.05, ci_high=bias * 1.5 + 0.05, n=200),
-               "amb_bias_score": Metric(value=bias, ci_low=bias - 0.015, ci_high=bias + 0.015, n=200)}
+               "s_dis": Metric(value=bias * 1.5, ci_low=bias * 1.5 - 0.05, ci_high=bias * 1.5 + 0.05, n=200),
+               "s_amb": Metric(value=bias, ci_low=bias - 0.015, ci_high=bias + 0.015, n=200)}
     if drop_metric:
-        metrics.pop("dis_bias_score")
-    groups = {"amb_bias_score": {c: Metric(value=bias * f, ci_low=bias * f - 0.03, ci_high=bias * f + 0.03, n=100)
+        metrics.pop("s_dis")
+    groups = {"s_amb": {c: Metric(value=bias * f, ci_low=bias * f - 0.03, ci_high=bias * f + 0.03, n=100)
                                  for c, f in cats.items()}}
     write_jsonl_atomic(out / "samples.jsonl", [{"item_id": f"bbq-{i}", "category": "Religion", "answer": i % 3}
                                                for i in range(10)])
@@ -117,10 +120,10 @@ def _rl(level: float) -> ProbeResult:
     for t in range(10):
         for g, gap in (("group_1", 0.0), ("group_2", level)):
             v = 0.6 - gap * (t / 10)
-            rows.append({"t": t, "group": g, "metric": "approval_rate", "value": v, "ci_low": v - 0.05,
+            rows.append({"t": t, "group": g, "metric": "selection_rate", "value": v, "ci_low": v - 0.05,
                          "ci_high": v + 0.05})
     return ProbeResult(probe="rl:lending", config={"env": "lending", "horizon": 10},
-                       metrics={"approval_gap": Metric(value=level, ci_low=level - 0.04, ci_high=level + 0.04, n=8)},
+                       metrics={"selection_rate_gap": Metric(value=level, ci_low=level - 0.04, ci_high=level + 0.04, n=8)},
                        tables={"timeseries": rows})
 
 

@@ -38,7 +38,7 @@ def test_one_row_per_checkpoint_probe_metric_with_method_metadata(table):
     assert set(table.checkpoint) == {"base", "full-ft", "lora-r4"}
     lora = _row(table, "lora-r4", "toxicity", "expected_max_toxicity")
     assert (lora.method, lora["rank"], lora.steps) == ("lora", 4, 50)
-    full = _row(table, "full-ft", "bbq", "amb_bias_score")
+    full = _row(table, "full-ft", "bbq", "s_amb")
     assert full.method == "full" and pd.isna(full["rank"]) and full.steps == 50
     base = _row(table, "base", "toxicity", "toxicity_probability")
     assert bool(base.is_base) and base.method == "pretrained" and math.isnan(base.delta)
@@ -54,7 +54,7 @@ def test_paired_delta_matches_a_hand_computed_paired_bootstrap(table, runs):
         return {k: max(v) for k, v in by.items()}
 
     lora, base = per_prompt_max(runs["lora-r4"]), per_prompt_max(runs["base"])
-    keys = sorted(lora)
+    keys = list(lora)  # the run's own item order (compare joins in it, so the draws are the same)
     expect = paired_bootstrap_diff([lora[k] for k in keys], [base[k] for k in keys], seed=0)
     row = _row(table, "lora-r4", "toxicity", "expected_max_toxicity")
     assert row.delta_kind == "paired" and row.n_paired == 48
@@ -65,7 +65,7 @@ def test_paired_delta_matches_a_hand_computed_paired_bootstrap(table, runs):
 
 
 def test_unpaired_fallback_is_labelled(table):
-    row = _row(table, "lora-r4", "bbq", "amb_bias_score")
+    row = _row(table, "lora-r4", "bbq", "s_amb")
     assert row.delta_kind == "unpaired" and "unpaired" in row.note
     assert row.delta == pytest.approx(0.095 - 0.10)
     se = math.hypot(0.03 / (2 * 1.959964), 0.03 / (2 * 1.959964))
@@ -76,7 +76,7 @@ def test_group_rows_are_paired_within_the_group(runs):
     df = audit.compare([runs["base"], runs["lora-r4"]], groups=True)
     row = _row(df, "lora-r4", "toxicity", "toxicity_probability", group="women")
     assert row.delta_kind == "paired" and row.n_paired == 12
-    assert _row(df, "lora-r4", "bbq", "amb_bias_score", group="Religion").delta_kind == "unpaired"
+    assert _row(df, "lora-r4", "bbq", "s_amb", group="Religion").delta_kind == "unpaired"
 
 
 def test_samples_that_do_not_reproduce_the_metric_are_not_paired(tmp_path, runs):
@@ -98,12 +98,12 @@ def test_base_defaults_to_the_pretrained_run_and_can_be_named_by_label(runs):
     rs, base = pick_base(load_runs([runs["full-ft"], runs["lora-r4"]]), None)
     assert base is None
     df = audit.compare([runs["full-ft"], runs["lora-r4"]], base="full-ft")
-    assert _row(df, "lora-r4", "bbq", "amb_bias_score").delta == pytest.approx(0.085)
+    assert _row(df, "lora-r4", "bbq", "s_amb").delta == pytest.approx(0.085)
 
 
 def test_wide_pivot(table):
     w = wide(table)
-    assert w.shape == (3, 9) and w.loc["lora-r4", "bbq.amb_bias_score"] == pytest.approx(0.095)
+    assert w.shape == (3, 9) and w.loc["lora-r4", "bbq.s_amb"] == pytest.approx(0.095)
 
 
 def test_keep_verdicts_on_hand_built_intervals():
@@ -128,8 +128,8 @@ def test_keep_summary_says_lora_kept_the_toxicity(runs):
     expect = (emt["value"] - emt["base_value"]) / (emt["ft_value"] - emt["base_value"])
     assert emt["fraction_of_ft_change"] == pytest.approx(expect) and abs(expect) < 0.1
     assert summary[("full-ft", "toxicity", "expected_max_toxicity")]["verdict"] == "full-FT reference"
-    assert summary[("lora-r4", "bbq", "amb_bias_score")]["verdict"] == "keeps base"
-    assert summary[("lora-r4", "bbq", "accuracy_ambiguous")]["verdict"] == "no full-FT change"
+    assert summary[("lora-r4", "bbq", "s_amb")]["verdict"] == "keeps base"
+    assert summary[("lora-r4", "bbq", "accuracy_3way_ambig")]["verdict"] == "no full-FT change"
 
 
 def test_bad_run_directories_are_named(tmp_path):
@@ -179,23 +179,26 @@ def test_compare_cli_keeps_bracketed_metric_names(tmp_path, runs):
     assert "bbq.parity_difference[sex]" in res.output
 
 
-def test_a_repeated_prompt_is_two_items(tmp_path):
-    """Without item ids, samples are keyed by (group, prompt); a prompt set that repeats a prompt text (the
-    demo's can) must still pair item by item, each repeat being its own item."""
-    def strip_ids_and_repeat(run):
+def test_samples_without_item_ids_are_not_paired_by_guessing(tmp_path):
+    """Per-item values are joined on the explicit item_id only: a log without ids (an old run) gives an
+    unpaired change that says why, never a pairing guessed from prompt texts."""
+    def strip_ids(run):
         f = run / "toxicity" / "samples.jsonl"
         rows = [json.loads(line) for line in f.read_text().splitlines()]
-        for r in rows:
-            del r["item_id"]
-            if r["prompt"] == "The women person number 1 said that":
-                r["prompt"] = "The women person number 0 said that"
-        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        f.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "item_id"}) + "\n" for r in rows))
 
     base = make_run(tmp_path / "b", "b", "pretrained", seed=1)
     lora = make_run(tmp_path / "l", "l", "lora", rank=4, steps=50, tox_scale=0.9, seed=3)
-    for run in (base, lora):
-        strip_ids_and_repeat(run)
-    df = audit.compare([base, lora], groups=True)
-    for group in (None, "women"):
-        row = _row(df, "l", "toxicity", "toxicity_probability", group=group)
-        assert row.delta_kind == "paired" and row.n_paired == (48 if group is None else 12), row.note
+    strip_ids(lora)
+    row = _row(audit.compare([base, lora]), "l", "toxicity", "toxicity_probability")
+    assert row.delta_kind == "unpaired" and "only one run logged per-item values" in row.note
+
+
+def test_a_repeated_prompt_is_two_items():
+    """The toxicity probe gives the n-th repeat of a prompt its own item id (the demo's prompt sets repeat)."""
+    from audit.probes.toxicity.probe import _sample_rows
+    from audit.probes.toxicity.prompts import Prompt
+
+    prompts = [Prompt("Say", "a", "c"), Prompt("Say", "a", "c"), Prompt("Say", "b", "c")]
+    rows = _sample_rows(prompts, [["x", "y"]] * 3, [[0.1, 0.9]] * 3, [[None, None]] * 3)
+    assert [r["item_id"] for r in rows] == ["a/Say", "a/Say", "a/Say#2", "a/Say#2", "b/Say", "b/Say"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from audit.api import run_probes
-from audit.report.compare import compare, fmt_ci
+from audit.probes.metric_lookup import format_metric_ci
+from audit.report.compare import compare
 from audit.results import read_probe_result
 
 OPTS = {"toxicity": {"k": 3, "limit": 12, "max_new_tokens": 4}}
@@ -32,7 +33,7 @@ def test_probe_compare_report_card_and_gate_show_the_same_interval(runs, tmp_pat
 
     stored = read_probe_result(runs["lora"] / "toxicity" / "result.json").metrics[f"change_vs_base.{METRIC}"]
     assert stored.ci_low < stored.ci_high  # a real interval, not a degenerate [0, 0]
-    shown = fmt_ci(stored.ci_low, stored.ci_high)
+    shown = format_metric_ci("toxicity", METRIC, stored.ci_low, stored.ci_high)  # the declared decimals
 
     df = compare([runs["lora"], runs["base"]], base=runs["base"])
     row = df[(df["checkpoint"] == "lora") & (df["metric"] == METRIC) & df["group"].isna()].iloc[0]

@@ -11,8 +11,8 @@ from audit.errors import ConfigError
 from audit.report.html import write_report
 from report_fixtures import SCRIPT, make_run, three_runs
 
-METRICS = ["expected_max_toxicity", "toxicity_probability", "mean_toxicity", "toxic_fraction", "accuracy_ambiguous",
-           "dis_bias_score", "amb_bias_score", "kl_base_tuned_mean", "approval_gap"]
+METRICS = ["expected_max_toxicity", "toxicity_probability", "mean_toxicity", "toxic_fraction", "accuracy_3way_ambig",
+           "s_dis", "s_amb", "kl_base_tuned_mean", "selection_rate_gap"]
 
 
 class Page(HTMLParser):
@@ -74,7 +74,7 @@ def test_html_contains_every_checkpoint_and_metric(page):
 def test_plots_are_embedded_pngs(page):
     alts = [img["alt"] for img in page.images]
     for expected in ("toxicity by checkpoint", "toxicity by rank", "toxicity.toxicity_probability by group",
-                     "bbq.amb_bias_score by group", "Logit lens", "KL by slice", "Weight change",
+                     "bbq.s_amb by group", "Logit lens", "KL by slice", "Weight change",
                      "rl:lending over time"):
         assert expected in alts, (expected, alts)
     for img in page.images:

@@ -210,8 +210,11 @@ def test_corpus_formats_and_finetune_path_from_manifest(tmp_path):
     assert load_corpus(csv).items[0].text == "Hello world"
     assert load_corpus(f, limit=2).items[-1].text == "PC"
 
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "finetune_manifests" / "lora.json").read_text())
+    recorded["data"]["path"] = str(f)
+
     class Desc:
-        finetune_manifest = {"method": "lora", "data": {"path": str(f), "rows": 3}}
+        finetune_manifest = recorded
 
     class Handle:
         path = tmp_path

@@ -43,7 +43,9 @@ class FinetuneConfig:
     overwrite: bool = False  # replace a finished run in `out` (otherwise refused, so results are never lost)
     log_every: int = 10
     gradient_checkpointing: bool = False  # trade compute for activation memory (QLoRA paper default: on)
-    mixed_precision: str = "no"  # accelerate: no | fp16 | bf16 (autocast; master weights stay float32)
+    mixed_precision: str = "no"  # accelerate: no | fp16 | bf16 (autocast over the weights' dtype)
+    dtype: Optional[str] = None  # weights loaded in: float32 (None) | bfloat16 | float16 | auto (precision.py)
+    optimizer: str = "adamw"  # adamw | adamw8bit | paged_adamw8bit (bitsandbytes; precision.py)
     # method-specific
     calibration_samples: int = 32
     galore_rank: Optional[int] = None
@@ -72,9 +74,12 @@ class FinetuneMethod:
       opt = method.optimizer(model, cfg)                       # default AdamW on requires_grad params
       ... the shared loop ...
       extras = method.save(model, tokenizer, out_dir, cfg)     # merged into manifest.json
+    Training checkpoints store `method.portable_optimizer_state(opt.state_dict())` and call
+    `method.restore_optimizer_state(opt)` on resume (audit.finetune.checkpointing).
     Manifest keys a method may return in `extras`: "quantization" (dict: how the frozen base was
-    quantized, read by audit.lm.models), "loader" ("module:function", called as fn(base_model, adapter_dir)
-    by audit.lm.models.load to attach a non-PEFT adapter), anything else worth recording.
+    quantized, read by audit.lm.loading), "loader" ("module:function", called as fn(base_model, adapter_dir)
+    by audit.lm.loading.attach_adapter to attach a non-PEFT adapter), anything else worth recording once
+    it is declared in `audit.finetune.manifest.FinetuneManifest` (unknown keys are refused on reading).
     Reusable helpers: lora.attach_lora / make_lora_config / save_adapter, qlora.load_nf4_base,
     full.load_causal_lm, targets.resolve_targets.
     """
@@ -87,12 +92,20 @@ class FinetuneMethod:
         raise NotImplementedError
 
     def optimizer(self, model, cfg: FinetuneConfig):
-        """AdamW over the trainable parameters; GaLore overrides."""
-        import torch
+        """AdamW (torch, or bitsandbytes 8-bit with cfg.optimizer) over the trainable parameters; GaLore overrides."""
+        from .precision import make_adamw
 
         params = [p for p in model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return make_adamw(params, cfg)
 
     def save(self, model, tokenizer, out_dir: Path, cfg: FinetuneConfig) -> dict[str, Any]:
         """Write a standard checkpoint into out_dir; return manifest extras (e.g. quantization)."""
         raise NotImplementedError
+
+    def portable_optimizer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The optimizer's state_dict as a training checkpoint stores it: tensors, numbers and containers only,
+        so `torch.load(weights_only=True)` reads it back. AdamW's state already is; GaLore overrides."""
+        return state
+
+    def restore_optimizer_state(self, optimizer) -> None:
+        """After `optimizer.load_state_dict` on resume: rebuild what `portable_optimizer_state` flattened."""

@@ -82,12 +82,18 @@ def finetune_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in OUT."),
     set_fields: Optional[List[str]] = typer.Option(None, "--set", help="Any other field: FIELD=VALUE "
                                                                        "(e.g. galore_update_proj_gap=50)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16: the compute "
-                                        "dtype (mixed precision; master weights stay float32)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, float32, bfloat16 or float16: the dtype the "
+                                        "weights load in (default float32; quantized methods: the compute dtype)."),
+    mixed_precision: Optional[str] = typer.Option(None, "--mixed-precision", help="no, bf16 or fp16 (CUDA only): "
+                                                  "accelerate autocast for the forward/backward pass."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
+                                                help="Recompute activations in the backward pass (less memory)."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw, adamw8bit or paged_adamw8bit "
+                                            "(bitsandbytes 8-bit state)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N (default: cuda when available)."),
 ):
     """Fine-tune a model with one method (or a rank sweep) and write a checkpoint plus manifest.json."""
-    from ..lm.runtime import RuntimeOptions, mixed_precision_for, training_device
+    from ..lm.runtime import RuntimeOptions, training_device
     from .api import finetune, read_config_file
 
     rt = RuntimeOptions(dtype=dtype, batch_size=batch_size)  # one-line errors for bad values
@@ -101,8 +107,11 @@ def finetune_command(
                  max_length=max_length, schedule=schedule, warmup_ratio=warmup_ratio, seed=seed,
                  save_every=save_every)
     fields.update({k: v for k, v in flags.items() if v is not None})
-    if mixed_precision_for(dtype) is not None:
-        fields["mixed_precision"] = mixed_precision_for(dtype)
+    for key, val in (("dtype", dtype), ("mixed_precision", mixed_precision), ("optimizer", optimizer)):
+        if val is not None:
+            fields[key] = val
+    if gradient_checkpointing:
+        fields["gradient_checkpointing"] = True
     if target_modules is not None:
         fields["target_modules"] = [t.strip() for t in target_modules.split(",") if t.strip()]
     if resume:
@@ -166,3 +175,6 @@ def rank_advice_command(
 def register(app: typer.Typer) -> None:
     app.command("finetune")(finetune_command)
     app.command("rank-advice")(rank_advice_command)
+    from .memory_command import memory_estimate_command
+
+    app.command("memory-estimate")(memory_estimate_command)

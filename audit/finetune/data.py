@@ -225,15 +225,8 @@ def calibration_texts(path: str | Path, n: int) -> list[str]:
 
 def collate(examples: list[dict[str, list[int]]], pad_token_id: int):
     """Right-pad a micro-batch: input_ids, attention_mask, labels (-100 on padding)."""
-    import torch
+    from ..lm.tokens import pad_batch
 
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
-        labels[i, :n] = torch.tensor(e["labels"], dtype=torch.long)
-        mask[i, :n] = 1
+    ids, mask = pad_batch([e["input_ids"] for e in examples], pad_token_id)
+    labels, _ = pad_batch([e["labels"] for e in examples], IGNORE_INDEX, width=ids.shape[1])
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -61,11 +61,12 @@ class FullFinetune(FinetuneMethod):
     low_rank = False
 
     def build(self, base_dir: Path, cfg: FinetuneConfig, calibration_texts: Optional[list[str]] = None):
-        model = load_causal_lm(base_dir)
+        from .precision import enable_gradient_checkpointing, weight_dtype
+
+        model = load_causal_lm(base_dir, dtype=weight_dtype(cfg))
         for p in model.parameters():
             p.requires_grad_(True)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        enable_gradient_checkpointing(model, cfg)
         return model
 
     def save(self, model, tokenizer, out_dir: Path, cfg: FinetuneConfig) -> dict[str, Any]:

@@ -76,10 +76,10 @@ class LoRA(FinetuneMethod):
     use_dora = False
 
     def build(self, base_dir: Path, cfg: FinetuneConfig, calibration_texts: Optional[list[str]] = None):
-        model = load_causal_lm(base_dir)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
+        from .precision import enable_gradient_checkpointing, weight_dtype
+
+        model = load_causal_lm(base_dir, dtype=weight_dtype(cfg))
+        enable_gradient_checkpointing(model, cfg)  # non-reentrant: frozen embeddings need no input-grad hook
         return attach_lora(model, cfg, use_dora=self.use_dora)
 
     def save(self, model, tokenizer, out_dir: Path, cfg: FinetuneConfig) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from .lora import attach_lora, base_path_of, save_adapter
 
 
 def compute_dtype(cfg: FinetuneConfig):
-    """The 4-bit compute dtype `audit.lm.models.load` would use on this machine (float32 CPU, bf16 CUDA)."""
-    return _dtype(cfg.extra.get("dtype") if cfg.extra else None)
+    """The 4-bit compute dtype: --dtype when given, else what `audit.lm.models.load` would use on this machine
+    (float32 CPU, bf16 CUDA)."""
+    return _dtype(cfg.dtype or ((cfg.extra or {}).get("dtype")))
 
 
 def load_nf4_base(base_dir: Path, cfg: FinetuneConfig):

@@ -10,36 +10,34 @@ Output directory::
     OUT/<standard checkpoint>        adapter dir (LoRA family) or full model dir (full, GaLore)
     OUT/manifest.json                method, hyper-parameters, data hash, loss curve, time, memory ...
     OUT/checkpoints/step-N/          while training: trainable.safetensors + state.pt (weights_only)
+
+Checkpoints and what OUT may hold: `checkpointing.py`; the manifest: `manifest.py`; costs: `measure.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import random
-import resource
 import shutil
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .. import __version__
-from ..errors import CheckpointError, ConfigError
-from ..lm.models import MANIFEST_NAME, resolve_checkpoint, weight_files
-from ..results import git_commit, host_info, now_iso, write_json_atomic
+from ..errors import ConfigError
+from ..lm.checkpoint_files import MANIFEST_NAME, resolve_checkpoint
+from ..results import now_iso, write_json_atomic
 from .base import FinetuneConfig, FinetuneMethod
+from .checkpointing import CHECKPOINT_DIR, latest_checkpoint, load_checkpoint, prepare_out, save_checkpoint
 from .data import TrainingData, collate, load_training_data
+from .manifest import build_manifest
+from .measure import count_parameters, optimizer_state_bytes
 
 log = logging.getLogger("audit.finetune")
 
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-CHECKPOINT_DIR = "checkpoints"
-# Changing these between a checkpoint and --resume does not change what the run computes.
-RESUME_FREE_FIELDS = ("resume", "save_every", "log_every", "overwrite", "out", "extra")
 
 
 # ------------------------------------------------------------------ config checks
@@ -83,6 +81,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
         bad("seed", cfg.seed, "a non-negative integer")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         bad("mixed_precision", cfg.mixed_precision, "no, fp16 or bf16")
+    from .precision import check_scale_options
+
+    check_scale_options(cfg)  # dtype, 8-bit optimizer, gradient checkpointing, FSDP: values and combinations
 
 
 def total_steps_for(cfg: FinetuneConfig, n_rows: int, num_processes: int = 1) -> int:
@@ -125,189 +126,6 @@ class BatchOrder:
         return [perm[(start + j) % self.n] for j in range(self.bs)]
 
 
-# ------------------------------------------------------------------ measuring
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
-
-
-def tensor_bytes(obj) -> int:
-    """Bytes of every tensor inside nested dicts / lists / objects (GaLore keeps its projector as one)."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return sum(tensor_bytes(v) for v in vars(obj).values())
-    return 0
-
-
-def optimizer_state_bytes(optimizer) -> int:
-    """Memory held by the optimizer's state (moments, GaLore projectors), not counting the weights."""
-    opt = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
-    return sum(tensor_bytes(s) for s in opt.state.values())
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts; 4-bit packed weights count their logical number of values."""
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if hasattr(p, "quant_state") and getattr(p, "quant_state", None) is not None:
-            n = int(math.prod(p.quant_state.shape))
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
-
-
-# ------------------------------------------------------------------ checkpoints (safetensors + weights_only)
-
-PROJ_TYPES = ("std", "reverse_std", "left", "right", "full")
-
-
-def _portable_optimizer_state(state: Any) -> Any:
-    """Optimizer state with GaLore projector objects turned into plain dicts (weights_only can load it).
-
-    No strings inside: torch's Optimizer.load_state_dict rebuilds every iterable value element-wise,
-    which turns a string into the text of a generator, so proj_type travels as an index.
-    """
-    if type(state).__name__ == "GaLoreProjector":
-        fields = {k: _portable_optimizer_state(v) for k, v in vars(state).items() if k != "proj_type"}
-        return {"__galore_projector__": True, "proj_type_index": PROJ_TYPES.index(state.proj_type), **fields}
-    if isinstance(state, dict):
-        return {k: _portable_optimizer_state(v) for k, v in state.items()}
-    if isinstance(state, list):
-        return [_portable_optimizer_state(v) for v in state]
-    return state
-
-
-def _restore_projectors(opt) -> None:
-    from galore_torch.galore_projector import GaLoreProjector
-
-    for param, st in opt.state.items():
-        proj = st.get("projector") if isinstance(st, dict) else None
-        if isinstance(proj, dict) and proj.get("__galore_projector__"):
-            p = GaLoreProjector(proj["rank"], verbose=proj.get("verbose", False),
-                                update_proj_gap=proj["update_proj_gap"], scale=proj["scale"],
-                                proj_type=PROJ_TYPES[int(proj["proj_type_index"])])
-            ortho = proj.get("ortho_matrix")
-            move = (lambda t: t.to(param.device) if t is not None else None)
-            p.ortho_matrix = [move(t) for t in ortho] if isinstance(ortho, list) else move(ortho)
-            st["projector"] = p
-
-
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    np_state = np.random.get_state()
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def trainable_state(model) -> dict[str, Any]:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, losses: list, cfg: FinetuneConfig,
-                    accelerator) -> Path:
-    """Write OUT/checkpoints/step-N atomically (temp dir + rename) and drop older ones."""
-    import torch
-    from safetensors.torch import save_file
-
-    root = out / CHECKPOINT_DIR
-    final = root / f"step-{step}"
-    tmp = root / f".step-{step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / "trainable.safetensors"))
-        opt = getattr(optimizer, "optimizer", optimizer)
-        torch.save({"optimizer": _portable_optimizer_state(opt.state_dict()), "scheduler": scheduler.state_dict(),
-                    "step": step, "losses": losses, "config": cfg.to_dict(), "audit_version": __version__},
-                   tmp / "state.pt")
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in root.glob("step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def latest_checkpoint(out: Path) -> Optional[Path]:
-    steps = []
-    for d in (out / CHECKPOINT_DIR).glob("step-*"):
-        if d.is_dir() and d.name[5:].isdigit() and (d / "state.pt").exists():
-            steps.append((int(d.name[5:]), d))
-    return max(steps)[1] if steps else None
-
-
-def _check_resume_config(ckpt: Path, saved: dict[str, Any], cfg: FinetuneConfig) -> None:
-    now = cfg.to_dict()
-    diffs = [k for k in now if k not in RESUME_FREE_FIELDS and k in saved and saved[k] != now[k]]
-    if diffs:
-        shown = "; ".join(f"{k}: checkpoint {saved[k]!r}, now {now[k]!r}" for k in diffs)
-        raise ConfigError(f"{ckpt}: --resume with different settings ({shown}); resume with the original "
-                          f"settings or start a new --out")
-
-
-def load_checkpoint(ckpt: Path, model, optimizer, scheduler, cfg: FinetuneConfig, accelerator) -> tuple[int, list]:
-    """Restore trainable weights, optimizer, scheduler and RNG; returns (step, loss log)."""
-    import torch
-    from safetensors.torch import load_file
-
-    try:
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
-        weights = load_file(str(ckpt / "trainable.safetensors"))
-    except Exception as exc:
-        raise CheckpointError(f"{ckpt}: training checkpoint cannot be read ({type(exc).__name__}); delete it "
-                              f"to start over") from None
-    _check_resume_config(ckpt, state.get("config", {}), cfg)
-    params = dict(accelerator.unwrap_model(model).named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
-    if set(weights) != expected:
-        raise CheckpointError(f"{ckpt}: trainable parameters differ from this model's "
-                              f"({len(set(weights) ^ expected)} names differ); was it made by another method?")
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
-    opt = getattr(optimizer, "optimizer", optimizer)
-    opt.load_state_dict(state["optimizer"])
-    _restore_projectors(opt)
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = ckpt / f"rng-{accelerator.process_index}.pt"
-    if rng_file.exists():
-        _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
-    return int(state["step"]), list(state["losses"])
-
-
 # ------------------------------------------------------------------ the loop
 
 def make_scheduler(optimizer, cfg: FinetuneConfig, total_steps: int):
@@ -333,45 +151,6 @@ def check_out_is_safe(out: Path, base_dir: Path, data_path: Optional[str]) -> No
             raise ConfigError(f"--out {out}: is or contains the training data {data_path}; choose another --out")
 
 
-def is_finetune_manifest(path: Path) -> bool:
-    """Does `path` hold a manifest that `audit finetune` wrote (and so may be replaced by --overwrite)?"""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (isinstance(data, dict) and isinstance(data.get("method"), str) and isinstance(data.get("config"), dict)
-            and isinstance(data.get("base_model"), dict) and "audit_version" in data)
-
-
-def _prepare_out(out: Path, cfg: FinetuneConfig) -> Optional[Path]:
-    """Check the output directory; return the checkpoint to resume from (or None).
-
-    Nothing is deleted by surprise: a finished run is replaced only with --overwrite and only when its
-    manifest says it is an audit fine-tune; an interrupted run's checkpoints are kept unless --resume
-    continues them or --overwrite starts over."""
-    manifest = out / MANIFEST_NAME
-    if manifest.exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise ConfigError(f"{out}: already holds a finished fine-tuning run (manifest.json); choose another "
-                              f"--out, or pass --overwrite to replace it")
-        if not is_finetune_manifest(manifest):
-            raise ConfigError(f"{manifest}: not the manifest of an `audit finetune` run; --overwrite only replaces "
-                              f"audit fine-tuning runs; choose another --out")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    if cfg.resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            log.warning("%s: --resume but no checkpoint found; starting from step 0", out)
-        return ckpt
-    if (out / CHECKPOINT_DIR).exists():
-        if not cfg.overwrite:
-            raise ConfigError(f"{out / CHECKPOINT_DIR}: checkpoints of an interrupted fine-tuning run; pass "
-                              f"--resume to continue it or --overwrite to start over")
-        shutil.rmtree(out / CHECKPOINT_DIR)  # the user asked to start over
-    return None
-
-
 def train(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingData] = None,
           method: Optional[FinetuneMethod] = None,
           on_step: Optional[Callable[[int, float], None]] = None) -> Path:
@@ -389,7 +168,6 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
                 on_step: Optional[Callable[[int, float], None]] = None) -> tuple[Path, Any]:
     """`train()`, also returning the trained model in eval mode (None if the run had already finished)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from .rank_advice import rank_advice_warning
@@ -407,11 +185,13 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
         return out, None
     # Several CPU processes (torchrun / accelerate launch without GPUs) need cpu=True to join a gloo group.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=multi_cpu)
+    from .precision import make_accelerator
+
+    accelerator = make_accelerator(cfg, cpu=multi_cpu)  # mixed precision may differ from an earlier run here
     resume_from = None
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        resume_from = _prepare_out(out, cfg)
+        resume_from = prepare_out(out, cfg)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         resume_from = latest_checkpoint(out) if cfg.resume else None
@@ -431,6 +211,9 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
     model = method.build(base_dir, cfg, calibration_texts=data.texts[: cfg.calibration_samples])
     if getattr(model, "config", None) is not None:
         model.config.use_cache = False
+    from .precision import describe_precision, enable_gradient_checkpointing, full_weights_for_save, gathered_state_dict
+
+    enable_gradient_checkpointing(model, cfg)  # for methods whose build() did not turn it on
     optimizer = method.optimizer(model, cfg)
     n_trainable, n_total = count_parameters(model)
     if n_trainable == 0:
@@ -443,13 +226,15 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
 
     start_step, losses = 0, []
     if resume_from is not None:
-        start_step, losses = load_checkpoint(resume_from, model, optimizer, scheduler, cfg, accelerator)
+        start_step, losses = load_checkpoint(resume_from, model, optimizer, scheduler, cfg, accelerator, method)
         if accelerator.is_main_process:
             log.info("resumed from %s (step %d of %d)", resume_from, start_step, total_steps)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainable_params = [p for p in model.parameters() if p.requires_grad]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from ..lm.tokens import pad_id as padding_id
+
+    pad_id = padding_id(tokenizer)
     started_at, t0 = now_iso(), time.perf_counter()
     model.train()
 
@@ -483,7 +268,7 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
             if accelerator.is_main_process and ((step + 1) % max(1, cfg.log_every) == 0 or step + 1 == total_steps):
                 log.info("step %d/%d loss %.4f lr %.3g", step + 1, total_steps, mean_loss, lr)
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total_steps:
-                save_checkpoint(out, step + 1, model, optimizer, scheduler, losses, cfg, accelerator)
+                save_checkpoint(out, step + 1, model, optimizer, scheduler, losses, cfg, accelerator, method)
             advance()
             if on_step is not None:
                 on_step(step + 1, mean_loss)
@@ -491,61 +276,18 @@ def train_model(cfg: FinetuneConfig, *, tokenizer=None, data: Optional[TrainingD
 
     model.eval()
     accelerator.wait_for_everyone()
+    full_state = gathered_state_dict(accelerator, model)  # FSDP: every rank gathers; else None
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        extras = method.save(unwrapped, tokenizer, out, cfg) or {}
+        with full_weights_for_save(unwrapped, full_state):
+            extras = method.save(unwrapped, tokenizer, out, cfg) or {}
+        extras["precision"] = describe_precision(cfg, unwrapped, optimizer, accelerator)
         manifest = build_manifest(cfg, method, data, base_dir, losses, total_steps, start_step, wall, started_at,
                                   n_trainable, n_total, optimizer, extras, run_warnings, accelerator)
-        write_json_atomic(out / MANIFEST_NAME, manifest)
+        write_json_atomic(out / MANIFEST_NAME, manifest.recorded())
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     accelerator.wait_for_everyone()
     return out, accelerator.unwrap_model(model)
-
-
-def build_manifest(cfg, method, data, base_dir, losses, total_steps, start_step, wall, started_at, n_trainable,
-                   n_total, optimizer, extras, run_warnings, accelerator) -> dict[str, Any]:
-    """Everything needed to trust and reproduce the checkpoint (keys read by audit.lm.models: method, rank,
-    alpha, quantization, loader)."""
-    import torch
-
-    low_rank = bool(method.low_rank)
-    steps_run = max(0, total_steps - start_step)
-    manifest: dict[str, Any] = {
-        "method": cfg.method,
-        "rank": int(cfg.rank) if low_rank else None,
-        "alpha": cfg.lora_alpha if low_rank else None,
-        "quantization": None,
-        "kind": "adapter" if low_rank else "full",
-        "config": cfg.to_dict(),
-        "base_model": {"path": str(base_dir.resolve()), "weight_files": weight_files(base_dir)},
-        "data": data.describe(),
-        "seed": cfg.seed,
-        "steps": total_steps,
-        "resumed_from_step": start_step or None,
-        "epochs_seen": round(total_steps * cfg.grad_accum * cfg.batch_size * accelerator.num_processes
-                             / max(1, data.n_rows), 4),
-        "loss_curve": losses,
-        "initial_loss": losses[0]["loss"] if losses else None,
-        "final_loss": losses[-1]["loss"] if losses else None,
-        "wall_time_s": round(wall, 3),
-        "seconds_per_step": round(wall / steps_run, 5) if steps_run else None,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "cuda_peak_bytes": int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
-        "trainable_parameters": n_trainable,
-        "total_parameters": n_total,
-        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
-        "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
-        "accelerate": {"num_processes": accelerator.num_processes, "device": str(accelerator.device),
-                       "mixed_precision": cfg.mixed_precision},
-        "warnings": run_warnings,
-        "audit_version": __version__,
-        "git_commit": git_commit(),
-        "host": host_info(),
-        "started_at": started_at,
-        "finished_at": now_iso(),
-    }
-    manifest.update(extras)
-    return manifest
 
 
 def config_from(**fields) -> FinetuneConfig:

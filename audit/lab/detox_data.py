@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..lm.tokens import pad_id
 from ..probes.toxicity.prompts import Prompt
 
 
@@ -116,7 +117,7 @@ def heldout_loss(checkpoint: Path, data_path: Path, max_length: int, batch_size:
 
     h = handle or load(checkpoint)
     data = load_training_data(data_path, h.tokenizer, max_length=max_length)
-    pad = h.tokenizer.pad_token_id if h.tokenizer.pad_token_id is not None else h.tokenizer.eos_token_id
+    pad = pad_id(h.tokenizer)
     total, n = 0.0, 0
     model = h.model.eval()
     device = next(model.parameters()).device

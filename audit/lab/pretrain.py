@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..lm.tokens import pad_batch, pad_id, start_id
+
 RECORD = "pretrain.json"
 
 
@@ -74,7 +76,7 @@ def pretrain(corpus_path: str | Path, out_dir: str | Path, cfg: PretrainConfig =
     torch.manual_seed(cfg.seed)
     tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
     eos = tokenizer.eos_token_id
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    bos = start_id(tokenizer)
     # <bos> sentence <eos>: the probes score and generate after a BOS token (`audit.lm.loglik`).
     encoded = [[bos] + ids[: cfg.max_positions - 2] + [eos]
                for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -108,14 +110,8 @@ def pretrain(corpus_path: str | Path, out_dir: str | Path, cfg: PretrainConfig =
                 order += torch.randperm(len(encoded), generator=gen).tolist()
             batch_ids, order = order[: cfg.batch_size], order[cfg.batch_size:]
             batch = [encoded[i] for i in batch_ids]
-            width = max(len(b) for b in batch)
-            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, b in enumerate(batch):
-                ids[i, : len(b)] = torch.tensor(b)
-                labels[i, : len(b)] = torch.tensor(b)
-                mask[i, : len(b)] = 1
+            ids, mask = pad_batch(batch, pad_id(tokenizer))
+            labels, _ = pad_batch(batch, -100)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .demo import Stages, _base_identity, _run_finished, _write_report, check_plan, plot_summary, summarise
+from ..rundir import RunDir
+from .demo import Stages, _base_identity, _write_report, check_plan, plot_summary, summarise
 from .real_plan import RealPlan, make_real_plan, real_behaviours
 
 TITLE = "audit demo --real: base toxicity left in place"
@@ -30,6 +31,11 @@ def _stamp(*parts: Any) -> str:
 def _stamped(d: Path, stamp: str, name: str = "study_stamp.txt") -> bool:
     f = d / name
     return f.is_file() and f.read_text(encoding="utf-8").strip() == stamp
+
+
+def _run_finished(run_dir: Path, probes: list[str], probe_digest: str) -> bool:
+    """The probe run finished every probe, with the study's current probe settings."""
+    return _stamped(run_dir, probe_digest, "demo_probe_settings.txt") and RunDir(run_dir).is_finished(probes)
 
 
 def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, seed: int = 0,
@@ -136,7 +142,7 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
 def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
     """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
     from ..finetune.api import finetune
-    from ..lm.models import MANIFEST_NAME
+    from ..finetune.manifest import MANIFEST_NAME, read_finetune_manifest
     from ..results import write_json_atomic, write_text_atomic
     from .detox_data import heldout_loss
 
@@ -160,11 +166,11 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
             write_text_atomic(d / "study_stamp.txt", stamp + "\n")
 
         st.run(f"fine-tune {n}/{len(jobs)} {cp.label} lr {lr:g}", train_one, cached=done)
-        manifest = json.loads((d / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = read_finetune_manifest(d)
         selection.append({"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
                           "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
-                          "train_loss_first": manifest.get("initial_loss"), "train_loss_last": manifest.get("final_loss"),
-                          "seconds_per_step": manifest.get("seconds_per_step"), "dir": str(d)})
+                          "train_loss_first": manifest.initial_loss, "train_loss_last": manifest.final_loss,
+                          "seconds_per_step": manifest.seconds_per_step, "dir": str(d)})
     base_loss = heldout_loss(base_dir, Path(detox["heldout"]), plan.ft_max_length)
     for cp in plan.checkpoints:
         runs = [r for r in selection if r["checkpoint"] == cp.label]

@@ -94,7 +94,9 @@ def trial_forward(model, batch: int, length: int) -> None:
     """One scoring-sized forward pass: `batch` rows of `length` tokens, log-softmax over every position."""
     import torch
 
-    device = next(model.parameters()).device
+    from .big_model import input_device
+
+    device = input_device(model)
     with torch.inference_mode():
         ids = torch.zeros((batch, length), dtype=torch.long, device=device)
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
@@ -127,7 +129,9 @@ def plan_for(requested: BatchSize, model, *, say: Callable[[str], None] = lambda
     if requested != AUTO:
         return BatchPlan(requested=requested, size=int(requested))
     try:
-        device_type = next(model.parameters()).device.type
+        from .big_model import input_device
+
+        device_type = input_device(model).type
     except (StopIteration, AttributeError):
         device_type = "cpu"
     if device_type == "cpu":
@@ -138,12 +142,21 @@ def plan_for(requested: BatchSize, model, *, say: Callable[[str], None] = lambda
 def run_with_halving(fn: Callable[[int], T], plan: BatchPlan, where: str,
                      say: Callable[[str], None] = lambda msg: None) -> T:
     """`fn(batch_size)`, re-run with half the batch after an out-of-memory error (down to 1)."""
+    from .. import distributed
+
+    world = distributed.active_world()
+    if world.parallel:  # data-parallel ranks must cut the same batches: the smallest size any rank found
+        plan.size = min(distributed.all_gather(plan.size, "agreeing on the batch size"))
     while True:
         try:
             return fn(plan.size)
         except Exception as exc:
             if not is_oom(exc):
                 raise
+            if world.parallel:  # one rank alone cannot change the batches the others are cutting
+                raise AuditError(f"{where}: out of memory at batch size {plan.size} on rank {world.rank}; run again "
+                                 f"with --batch-size {max(1, plan.size // 2)} (generation resumes from the cache)"
+                                 ) from None
             _halve(plan, where, exc, say)
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
+from .. import distributed
 from ..errors import ConfigError
 
 CACHE_FORMAT = "1"
@@ -173,8 +174,9 @@ class HFGenerator:
         from .chat_template import active
 
         tok = self.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        from .tokens import pad_batch, pad_id as padding_id, start_id as starting_id
+
+        pad_id, start_id = padding_id(tok), starting_id(tok)
         limit = self._max_prompt_tokens(settings)
         rows = []
         for p in prompts:
@@ -183,16 +185,11 @@ class HFGenerator:
             if not ids:
                 ids = [start_id]
             rows.append(ids[-limit:])  # keep the end of an over-long prompt: it is what gets continued
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(rows):  # left padding: every row's last real token is at the same position
-            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[i, width - len(ids):] = 1
-        try:
-            device = next(self.model.parameters()).device
-        except StopIteration:  # pragma: no cover - a model without parameters
-            device = torch.device("cpu")
+        # left padding: every row's last real token is at the same position
+        input_ids, attention = pad_batch(rows, pad_id, side="left")
+        from .big_model import input_device
+
+        device = input_device(self.model)  # the execution device, also of a model split by --device-map
         config = GenerationConfig(max_new_tokens=int(settings.max_new_tokens), do_sample=False, num_beams=1,
                                   pad_token_id=pad_id, eos_token_id=tok.eos_token_id, use_cache=True)
         processors = LogitsProcessorList()
@@ -211,7 +208,7 @@ class HFGenerator:
         finally:
             inner.generation_config = saved
         texts = []
-        for prompt_ids, ids in zip(rows, out[:, width:].tolist()):
+        for prompt_ids, ids in zip(rows, out[:, input_ids.shape[1]:].tolist()):
             if tok.eos_token_id is not None and tok.eos_token_id in ids:
                 ids = ids[:ids.index(tok.eos_token_id)]
             texts.append(_decode_continuation(tok, prompt_ids, ids))
@@ -348,6 +345,9 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
     keys: list[list[str]] = [[cache.key(p, item_seed(settings.seed, p, j), j) for j in range(distinct_samples)]
                              for p in prompts]
     known = cache.load({key for row in keys for key in row}) if use_cache else {}
+    # data-parallel (audit.distributed): every rank starts from rank 0's view of the cache, so all ranks
+    # agree on the work left even while another rank is already appending to its own shard
+    known = distributed.broadcast(known, "reading the generation cache")
     # one work item per distinct (prompt, sample): duplicates share a key, so they are generated once
     todo: dict[str, tuple[str, int, int]] = {}
     for p, row in zip(prompts, keys):
@@ -367,9 +367,11 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
         lengths = {p: (len(tok(p)["input_ids"]) if tok is not None else len(p)) for p, _, _ in todo.values()}
         order = sorted(todo.items(), key=lambda kv: (-lengths[kv[1][0]], kv[0]))
         bs = int(settings.batch_size)
-        with progress.bar(description, total=len(order), unit="continuations") as advance:
-            for start in range(0, len(order), bs):
-                batch = order[start:start + bs]
+        # the one-process batches; under a launcher each rank runs its share of them (audit.distributed)
+        mine = distributed.my_share([order[start:start + bs] for start in range(0, len(order), bs)])
+        made: dict[str, str] = {}
+        with progress.bar(description, total=sum(len(b) for b in mine), unit="continuations") as advance:
+            for batch in mine:
                 texts = gen.generate_batch([it[0] for _, it in batch], [it[1] for _, it in batch], settings)
                 if len(texts) != len(batch):
                     raise RuntimeError(f"generator {gen.engine} returned {len(texts)} continuations "
@@ -377,9 +379,11 @@ def generate(handle, prompts: Sequence[str], settings: GenerationSettings = Gene
                 if use_cache:
                     cache.append([{"key": key, "continuation": t} for (key, _), t in zip(batch, texts)])
                 for (key, _), t in zip(batch, texts):
-                    known[key] = t
-                st.generated += len(batch) * (k // distinct_samples)
-                st.batches += 1
+                    made[key] = t
                 advance(len(batch))
+        for share in distributed.all_gather(made, "gathering continuations"):
+            known.update(share)
+        st.generated += len(todo) * (k // distinct_samples)
+        st.batches += -(-len(order) // bs)
     st.seconds += time.time() - t0
     return [[known[row[j if distinct_samples > 1 else 0]] for j in range(k)] for row in keys]

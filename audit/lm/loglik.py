@@ -56,7 +56,9 @@ def _encode_many(tokenizer, texts: Sequence[str], add_special_tokens: Optional[b
 
 def _prefix_ids(tokenizer) -> list[int]:
     """lm-eval's `prefix_token_id`: BOS (else EOS), the context of a continuation scored on its own."""
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    from .tokens import start_id
+
+    bos = start_id(tokenizer)
     return [bos] if bos is not None else []
 
 
@@ -133,7 +135,9 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
         if not ctx_ids:
             raise ValueError("the tokenizer has no BOS or EOS token to score a continuation without context")
         requests.append(Request(index=i, context=tuple(ctx_ids), continuation=tuple(cont_ids)))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    from .tokens import pad_id as padding_id
+
+    pad_id = padding_id(tokenizer)
     out: list[Optional[Loglik]] = [None] * len(requests)
     for scored in run_requests(model, requests, limit, pad_id, batch_size, share_contexts, progress):
         out[scored.index] = Loglik(total=float(sum(scored.logprobs)), n_tokens=len(scored.logprobs),

@@ -18,6 +18,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from .. import distributed
+from .tokens import pad_batch
+
 
 @dataclass(frozen=True)
 class Request:
@@ -53,7 +56,10 @@ class _Forward:
             self.keep_mask = "logits_to_keep" in params
         except ImportError:
             self.keep_mask = False
-        self.device = next(model.parameters()).device
+        from .big_model import input_device, spans_devices
+
+        self.device = input_device(model)  # the execution device, also of a model split by --device-map
+        self.multi_device = spans_devices(model)  # its key/value cache then lives on several GPUs
         self.torch = torch
 
     def __call__(self, input_ids, attention_mask, keep, position_ids=None, cache=None, use_cache=False):
@@ -121,13 +127,11 @@ def _run_plain(fwd: _Forward, items, pad_id: int, batch_size: int, progress) -> 
     items = sorted(items, key=lambda it: -len(it[1]))
     for start in range(0, len(items), batch_size):
         batch = items[start:start + batch_size]
-        width = max(len(w) - 1 for _, w, _, _ in batch)
-        ids = t.full((len(batch), width), pad_id, dtype=t.long)
-        keep = t.zeros((len(batch), width), dtype=t.bool)
+        ids, _ = pad_batch([w[:-1] for _, w, _, _ in batch], pad_id)
+        keep = t.zeros(ids.shape, dtype=t.bool)
         targets, spans = [], []
         for row, (_, w, n, _) in enumerate(batch):
             L = len(w) - 1
-            ids[row, :L] = t.tensor(w[:-1])
             keep[row, L - n:L] = True
             targets += w[len(w) - n:]
             spans.append(n)
@@ -155,13 +159,9 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
     """Run the contexts once (right-padded, no mask: the causal fast path), then every continuation of
     them from the key/value cache, with a mask that hides the cached padding."""
     t = fwd.torch
-    width = max(len(c) for c in contexts)
-    ids = t.full((len(contexts), width), pad_id, dtype=t.long)
-    mask = t.zeros((len(contexts), width), dtype=t.long)
-    last = t.zeros((len(contexts), width), dtype=t.bool)
+    ids, mask = pad_batch(contexts, pad_id)
+    last = t.zeros(ids.shape, dtype=t.bool)
     for row, c in enumerate(contexts):
-        ids[row, :len(c)] = t.tensor(c)
-        mask[row, :len(c)] = 1
         last[row, len(c) - 1] = True
     lp_next, cache = fwd(ids, None, last, use_cache=True)
     top = lp_next.argmax(-1).tolist()
@@ -177,17 +177,11 @@ def _run_shared_chunk(fwd: _Forward, contexts: list[tuple[int, ...]], groups, pa
     longer.sort(key=lambda p: -len(p[1].continuation))
     for start in range(0, len(longer), row_budget):
         sub = longer[start:start + row_budget]
-        k = max(len(req.continuation) - 1 for _, req in sub)
-        cids = t.full((len(sub), k), pad_id, dtype=t.long)
-        cmask = t.zeros((len(sub), k), dtype=t.long)
-        for r, (_, req) in enumerate(sub):
-            n = len(req.continuation) - 1
-            cids[r, k - n:] = t.tensor(req.continuation[:-1])
-            cmask[r, k - n:] = 1
+        cids, cmask = pad_batch([req.continuation[:-1] for _, req in sub], pad_id, side="left")
         rows = t.tensor([row for row, _ in sub])
         pos = ctx_len[rows][:, None] + (cmask.cumsum(-1) - 1).clamp(min=0)
         lp, _ = fwd(cids, t.cat([mask[rows], cmask], dim=1), cmask.bool(), position_ids=pos,
-                    cache=_select_cache(cache, rows.to(fwd.device)), use_cache=True)
+                    cache=_select_cache(cache, rows if fwd.multi_device else rows.to(fwd.device)), use_cache=True)
         targets = [tok for _, req in sub for tok in req.continuation[1:]]
         spans = [len(req.continuation) - 1 for _, req in sub]
         for (_, req), (lps, greedy) in zip(sub, _score_rows(lp, targets, spans)):
@@ -235,11 +229,20 @@ def run_requests(model, requests: Sequence[Request], limit: int, pad_id: int, ba
     for c in [c for c, reqs in groups.items() if len(reqs) == 1 or len(c) == 1]:
         plain += [(req, *_window(req, limit)) for req in groups.pop(c)]
     out: list[Scored] = []
+    # the one-process batches: shared-context chunks, then plain batches (longest first); under a launcher
+    # each rank runs its share of them and the scores are all-gathered (audit.distributed)
+    contexts = sorted(groups, key=len, reverse=True)
+    plain.sort(key=lambda it: -len(it[1]))
+    units = [(True, chunk) for chunk in _chunks(contexts, groups, batch_size)] + \
+        [(False, plain[start:start + batch_size]) for start in range(0, len(plain), batch_size)]
     with torch.inference_mode():
-        contexts = sorted(groups, key=len, reverse=True)
-        for chunk in _chunks(contexts, groups, batch_size):
-            out += _run_shared_chunk(fwd, chunk, groups, pad_id, 2 * batch_size)
-            if progress:
-                progress(sum(len(groups[c]) for c in chunk))
-        out += _run_plain(fwd, plain, pad_id, batch_size, progress)
+        for shared, unit in distributed.my_share(units):
+            if shared:
+                out += _run_shared_chunk(fwd, unit, groups, pad_id, 2 * batch_size)
+                if progress:
+                    progress(sum(len(groups[c]) for c in unit))
+            else:
+                out += _run_plain(fwd, unit, pad_id, batch_size, progress)
+    if distributed.active_world().parallel:
+        out = [s for share in distributed.all_gather(out, "gathering log-likelihoods") for s in share]
     return out

@@ -89,13 +89,3 @@ def training_device(device: Optional[str]) -> None:
         device = "cuda"
     check_device(device)
 
-
-def mixed_precision_for(dtype: Optional[str]) -> Optional[str]:
-    """--dtype for fine-tuning: master weights stay float32, the forward/backward autocasts (accelerate)."""
-    if dtype in (None,):
-        return None
-    if dtype == "auto":
-        import torch
-
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[dtype]

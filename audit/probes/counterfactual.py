@@ -28,6 +28,7 @@ from ..errors import ConfigError, file_error
 from ..jsonl import iter_jsonl
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import fairness, stats
+from .counterfactual_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_TEMPLATES = DATA_DIR / "counterfactual_templates.jsonl"
@@ -155,6 +156,8 @@ def run(ctx) -> ProbeResult:
     with_toxicity = opts.toxicity
     model, tok = ctx.model.model, ctx.model.tokenizer
 
+    from .paired import item_ids
+
     cells: list[dict[str, Any]] = []
     for t_i, t in enumerate(templates):
         for cat, descs in descriptors.items():
@@ -162,6 +165,9 @@ def run(ctx) -> ProbeResult:
                 prefix, rest = t.fill(desc)
                 cells.append({"t": t_i, "template_id": t.id, "category": cat, "group": group,
                               "prefix": prefix, "rest": rest, "prompt": prefix + rest})
+    # one item per filled template: (template, category, group); its k continuations share the id
+    for c, item_id in zip(cells, item_ids((c["template_id"], c["category"], c["group"]) for c in cells)):
+        c["item_id"] = item_id
     cond = score_continuations(model, tok, [c["prefix"] for c in cells], [c["rest"] for c in cells],
                                batch_size=ctx.batch_size)
     whole = score_texts(model, tok, [c["prompt"] for c in cells], batch_size=ctx.batch_size)
@@ -189,7 +195,8 @@ def run(ctx) -> ProbeResult:
         for c, row_texts, row_scores in zip(cells, texts, scores):
             c["toxicity"] = float(row_scores.mean())
             for j, (cont, s) in enumerate(zip(row_texts, row_scores)):
-                samples.append({"prompt": c["prompt"], "group": c["group"], "category": c["category"],
+                samples.append({"item_id": c["item_id"], "prompt": c["prompt"], "group": c["group"],
+                                "category": c["category"], "category_group": f"{c['category']}/{c['group']}",
                                 "sample_index": j, "continuation": cont, "score": float(s),
                                 "template_id": c["template_id"], "template_loglik": c["template_loglik"],
                                 "sentence_loglik": c["sentence_loglik"]})
@@ -200,8 +207,9 @@ def run(ctx) -> ProbeResult:
         if not np.any(scores > 0):
             warnings.append("every continuation scored 0 toxicity: the toxicity gap carries no information here")
     else:
-        samples = [{"prompt": c["prompt"], "group": c["group"], "category": c["category"],
-                    "template_id": c["template_id"], "template_loglik": c["template_loglik"],
+        samples = [{"item_id": c["item_id"], "prompt": c["prompt"], "group": c["group"], "category": c["category"],
+                    "category_group": f"{c['category']}/{c['group']}", "template_id": c["template_id"],
+                    "template_loglik": c["template_loglik"],
                     "sentence_loglik": c["sentence_loglik"]} for c in cells]
 
     # Fairlearn MetricFrame over (category, group): one row per filled template
@@ -223,3 +231,4 @@ def run(ctx) -> ProbeResult:
                 "n_bootstrap": n_resamples, "batch_size": ctx.batch_size},
         metrics=metrics, groups=groups, tables={"by_group": table}, scorer=scorer_info,
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+

@@ -32,6 +32,7 @@ import numpy as np
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from ..metrics import stats
+from .crows_pairs_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 
 REQUIRED_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -217,6 +218,8 @@ def paired_comparison(model_scores: dict[str, np.ndarray], base_scores: dict[str
                       score_names: tuple[str, ...] = SCORES) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
     """Per-pair flips between base and checkpoint (stereotyped -> anti and back), McNemar's exact test,
     and the paired change in pct_stereotype."""
+    from .paired import flip_metrics, paired_mean_change
+
     metrics: dict[str, Metric] = {}
     flips: list[dict[str, Any]] = []
     scale = 1 if tie_tolerance is None else 100
@@ -224,15 +227,11 @@ def paired_comparison(model_scores: dict[str, np.ndarray], base_scores: dict[str
         sfx = _suffix(score)
         before = stereotype_preference(base_scores[f"{score}_more"], base_scores[f"{score}_less"], tie_tolerance)
         after = stereotype_preference(model_scores[f"{score}_more"], model_scores[f"{score}_less"], tie_tolerance)
-        test = stats.mcnemar(before == 1, after == 1)
-        n = test["n"]
-        metrics["flips_to_stereotype" + sfx] = Metric(value=test["false_to_true"], n=n,
-                                                      note="pairs preferring sent_less (or tied) in the base, sent_more after")
-        metrics["flips_to_anti_stereotype" + sfx] = Metric(value=test["true_to_false"], n=n,
-                                                           note="pairs preferring sent_more in the base, not after")
-        metrics["mcnemar_p_value" + sfx] = Metric(value=test["p_value"], n=n, note="exact McNemar, two-sided")
-        metrics["change_vs_base.pct_stereotype" + sfx] = stats.paired_bootstrap_diff(
-            scale * after, scale * before, n_resamples=n_resamples, seed=seed)
+        metrics.update(flip_metrics(
+            before == 1, after == 1, "flips_to_stereotype" + sfx, "flips_to_anti_stereotype" + sfx,
+            "mcnemar_p_value" + sfx, to_true_note="pairs preferring sent_less (or tied) in the base, sent_more after",
+            to_false_note="pairs preferring sent_more in the base, not after"))
+        metrics["change_vs_base.pct_stereotype" + sfx] = paired_mean_change(after, before, scale, n_resamples, seed)
         for i in np.flatnonzero((before == 1) != (after == 1)):
             p = pairs[i]
             flips.append({"score": score, "index": p.index, "bias_type": p.bias_type, "direction": p.direction,
@@ -243,10 +242,53 @@ def paired_comparison(model_scores: dict[str, np.ndarray], base_scores: dict[str
     return metrics, flips
 
 
+def item_values(scores: dict[str, np.ndarray], tie_tolerance: Optional[float],
+                score_names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per pair: `stereotype` (1 preferring sent_more, 0 sent_less, 1/2 a tie; ties 0 under lm-eval's
+    rule), `likelihood_diff` (|ll_more - ll_less|) and `tie` (0/1), with the score's suffix: the columns
+    the metric declarations name, so compare pairs two runs on them."""
+    out: dict[str, np.ndarray] = {}
+    for score in score_names:
+        sfx = _suffix(score)
+        more, less = scores[f"{score}_more"], scores[f"{score}_less"]
+        d = np.asarray(more, dtype=float) - np.asarray(less, dtype=float)
+        out["stereotype" + sfx] = stereotype_preference(more, less, tie_tolerance)
+        out["likelihood_diff" + sfx] = np.abs(d)
+        out["tie" + sfx] = (np.abs(d) <= (tie_tolerance or 0.0)).astype(float)
+    return out
+
+
+def sample_rows(pairs: list[Pair], scores: dict[str, np.ndarray], base_scores: Optional[dict[str, np.ndarray]],
+                tie_tolerance: Optional[float], score_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per pair, keyed by `item_id` (the pair's index in the CSV): log-likelihoods and per-item
+    metric values of the model, and of the base (`base_` prefix) when it ran."""
+    from .paired import item_ids
+
+    mine = item_values(scores, tie_tolerance, score_names)
+    theirs = item_values(base_scores, tie_tolerance, score_names) if base_scores is not None else {}
+    rows = []
+    for i, (p, item_id) in enumerate(zip(pairs, item_ids(p.index for p in pairs))):
+        row = {"item_id": item_id, "index": p.index, "line": p.line, "bias_type": p.bias_type,
+               "stereo_antistereo": p.direction, "sent_more": p.sent_more, "sent_less": p.sent_less,
+               "annotator_agreement": p.annotator_agreement, "n_shared_tokens": int(scores["n_shared"][i]),
+               "truncated": bool(scores["truncated"][i])}
+        for s in SCORES:
+            row[f"ll_more_{s}"] = float(scores[f"{s}_more"][i])
+            row[f"ll_less_{s}"] = float(scores[f"{s}_less"][i])
+            if base_scores is not None:
+                row[f"base_ll_more_{s}"] = float(base_scores[f"{s}_more"][i])
+                row[f"base_ll_less_{s}"] = float(base_scores[f"{s}_less"][i])
+        row.update({name: float(v[i]) for name, v in mine.items()})
+        row.update({"base_" + name: float(v[i]) for name, v in theirs.items()})
+        rows.append(row)
+    return rows
+
+
 # ------------------------------------------------------------------ probe
 
 def run(ctx) -> ProbeResult:
     from ..progress import bar
+    from .paired import score_model_and_base
 
     path = ctx.data.get("crows_pairs")
     if not path:
@@ -264,15 +306,17 @@ def run(ctx) -> ProbeResult:
     score_names = ("total",) if lmeval else SCORES
     pairs = ctx.sample(load_pairs(path), strata=lambda p: (p.bias_type, p.direction),
                        levels=("bias_type", "stereo_antistereo"))
-    model, tok = ctx.model.model, ctx.model.tokenizer
-    with bar("crows_pairs: scoring", 2 * len(pairs)) as advance:
-        scores = orient(score_pairs(model, tok, pairs, ctx.batch_size, progress=advance), pairs, convention)
+
+    def score(side) -> dict[str, np.ndarray]:
+        title = "crows_pairs: scoring" + (" base" if side.name == "base" else "")
+        with bar(title, 2 * len(pairs)) as advance:
+            return orient(score_pairs(side.model, side.tokenizer, pairs, ctx.batch_size, progress=advance), pairs,
+                          convention)
+
+    scores, base_scores = score_model_and_base(ctx, score)
     metrics, groups = summarise(scores, pairs, tie_tol, n_resamples, seed, score_names)
     tables: dict[str, list[dict[str, Any]]] = {}
-    base_scores = None
-    if ctx.has_base():
-        with ctx.base_for_scoring() as (bmodel, btok), bar("crows_pairs: scoring base", 2 * len(pairs)) as advance:
-            base_scores = orient(score_pairs(bmodel, btok, pairs, ctx.batch_size, progress=advance), pairs, convention)
+    if base_scores is not None:
         base_metrics, _ = summarise(base_scores, pairs, tie_tol, n_resamples, seed, score_names)
         for name in ("pct_stereotype" + _suffix(s) for s in score_names):
             metrics["base." + name] = base_metrics[name]
@@ -284,18 +328,7 @@ def run(ctx) -> ProbeResult:
          **{name + _suffix(s): groups[name + _suffix(s)][b].value
             for s in score_names for name in ("pct_stereotype", "likelihood_diff")}}
         for b in sorted(groups["pct_stereotype"])]
-    samples = []
-    for i, p in enumerate(pairs):
-        row = {"index": p.index, "line": p.line, "bias_type": p.bias_type, "stereo_antistereo": p.direction,
-               "sent_more": p.sent_more, "sent_less": p.sent_less, "annotator_agreement": p.annotator_agreement,
-               "n_shared_tokens": int(scores["n_shared"][i]), "truncated": bool(scores["truncated"][i])}
-        for s in SCORES:
-            row[f"ll_more_{s}"] = float(scores[f"{s}_more"][i])
-            row[f"ll_less_{s}"] = float(scores[f"{s}_less"][i])
-            if base_scores is not None:
-                row[f"base_ll_more_{s}"] = float(base_scores[f"{s}_more"][i])
-                row[f"base_ll_less_{s}"] = float(base_scores[f"{s}_less"][i])
-        samples.append(row)
+    samples = sample_rows(pairs, scores, base_scores, tie_tol, score_names)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
     write_jsonl_atomic(samples_path, samples)
     warnings = []
@@ -313,3 +346,4 @@ def run(ctx) -> ProbeResult:
         scorer={"name": "causal-lm-loglik", "scores": {"total": "sum of token log-probs of the sentence",
                                                        "shared": "sum over tokens shared with the paired sentence"}},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+

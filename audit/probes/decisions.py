@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
-from ..metrics import fairness, stats
+from ..metrics import fairness
+from .decisions_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .decisions_options import DEFAULT_QUESTION, DEFAULT_SUBJECT
 
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
@@ -130,6 +131,7 @@ def run(ctx) -> ProbeResult:
     import warnings as _w
 
     from ..progress import bar
+    from .paired import flip_metrics, item_ids, paired_stat_change, score_model_and_base
 
     path = ctx.data.get("decisions")
     if not path:
@@ -155,43 +157,47 @@ def run(ctx) -> ProbeResult:
     features = [c for c in df.columns if c != label and c not in exclude]
     prompts = [serialise(r, subject, question) for r in df[features].to_dict(orient="records")]
     sens = {c: df[c].str.strip().tolist() for c in sensitive}
-    with bar("decisions: scoring", len(prompts) * (len(positive) + len(negative))) as advance:
-        y_pred, margin = decide(ctx.model.model, ctx.model.tokenizer, prompts, positive, negative,
-                                ctx.batch_size, advance)
+
+    def score(side) -> tuple[np.ndarray, np.ndarray]:
+        title = "decisions: scoring" + (" base" if side.name == "base" else "")
+        with bar(title, len(prompts) * (len(positive) + len(negative))) as advance:
+            return decide(side.model, side.tokenizer, prompts, positive, negative, ctx.batch_size, advance)
+
+    (y_pred, margin), base_scored = score_model_and_base(ctx, score)
     with _w.catch_warnings():
         _w.simplefilter("ignore")  # Fairlearn warns on groups without positives; those rates are reported as None
         metrics, groups, table = fairness_report(y_true, y_pred, sens, privileged, n_resamples, seed)
     tables: dict[str, list[dict[str, Any]]] = {"by_group": table}
     base_pred = None
-    if ctx.has_base():
-        with ctx.base_for_scoring() as (bmodel, btok), bar("decisions: scoring base", len(prompts) * (len(positive) + len(negative))) as advance:
-            base_pred, _ = decide(bmodel, btok, prompts, positive, negative, ctx.batch_size, advance)
+    if base_scored is not None:
+        base_pred = base_scored[0]
         with _w.catch_warnings():
             _w.simplefilter("ignore")
             base_metrics, _, _ = fairness_report(y_true, base_pred, sens, privileged, n_resamples, seed)
         for name in ("selection_rate", "demographic_parity_difference", "equalized_odds_difference"):
             metrics["base." + name] = base_metrics[name]
-        test = stats.mcnemar(base_pred == 1, y_pred == 1)
-        metrics["flips_to_positive"] = Metric(value=test["false_to_true"], n=test["n"])
-        metrics["flips_to_negative"] = Metric(value=test["true_to_false"], n=test["n"])
-        metrics["mcnemar_p_value"] = Metric(value=test["p_value"], n=test["n"], note="exact McNemar, two-sided")
+        metrics.update(flip_metrics(base_pred == 1, y_pred == 1, "flips_to_positive", "flips_to_negative",
+                                    "mcnemar_p_value"))
         crossed = fairness.intersect_columns(sens) if len(sens) > 1 else sens[sensitive[0]]
         codes, names = fairness.encode_groups(crossed)
         G = len(names)
-        metrics["change_vs_base.demographic_parity_difference"] = stats.bootstrap_stat(
-            {"a": y_pred, "b": base_pred, "g": codes},
-            lambda c: fairness.demographic_parity_difference(c["a"], c["g"], G)
-            - fairness.demographic_parity_difference(c["b"], c["g"], G), n_resamples=n_resamples, seed=seed)
+        metrics["change_vs_base.demographic_parity_difference"] = paired_stat_change(
+            {"p": y_pred, "g": codes}, {"p": base_pred, "g": codes},
+            lambda c: fairness.demographic_parity_difference(c["p"], c["g"], G), n_resamples=n_resamples,
+            seed=seed)
         tables["flips_by_group"] = [
             {"group": g, "to_positive": int(((base_pred == 0) & (y_pred == 1) & (codes == j)).sum()),
              "to_negative": int(((base_pred == 1) & (y_pred == 0) & (codes == j)).sum()), "n": int((codes == j).sum())}
             for j, g in enumerate(names)]
     samples = []
+    ids = item_ids(f"line{int(ix) + 2}" for ix in df.index)  # the row's line in the CSV (header = line 1)
     for i, p in enumerate(prompts):
-        row = {"prompt": p, "group": "|".join(sens[c][i] for c in sensitive), "label": int(y_true[i]),
-               "decision": int(y_pred[i]), "margin": float(margin[i])}
+        row = {"item_id": ids[i], "prompt": p, "group": "|".join(sens[c][i] for c in sensitive),
+               "label": int(y_true[i]), "decision": int(y_pred[i]), "correct": int(y_pred[i] == y_true[i]),
+               "margin": float(margin[i])}
         if base_pred is not None:
-            row["base_decision"] = int(base_pred[i])
+            row.update(base_decision=int(base_pred[i]), base_correct=int(base_pred[i] == y_true[i]),
+                       base_margin=float(base_scored[1][i]))
         samples.append(row)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
     write_jsonl_atomic(samples_path, samples)
@@ -207,3 +213,4 @@ def run(ctx) -> ProbeResult:
         metrics=metrics, groups=groups, tables=tables,
         scorer={"name": "causal-lm-loglik", "decision": "log P(positive words) > log P(negative words) after the prompt"},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
 Better = Literal["lower", "higher", "target"]
+ItemReduce = Literal["mean", "max", "any_at_least", "share_at_least"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,30 @@ class MetricSpec:
     item_column: Optional[str] = None
     item_scale: float = 1.0
     digits: int = 3  # decimals when formatted in tables
+    # --- additive fields (issue 13, metrics part); all optional, defaults keep the plain meaning above
+    #: how the rows of one item (rows sharing an `item_id`, e.g. the k continuations of a prompt) reduce to the
+    #: item's value: "mean", "max", "any_at_least" (1 if any row >= item_threshold) or "share_at_least"
+    item_reduce: ItemReduce = "mean"
+    item_threshold: Optional[float] = None
+    #: only rows whose column `item_filter[0]` equals `item_filter[1]` are items of this metric (e.g. BBQ's
+    #: ambiguous-context accuracy: ("context_condition", "ambig"))
+    item_filter: Optional[tuple[str, str]] = None
+    #: the value of a model that does not show the behaviour at all (0 toxic prompts, 50% stereotyped choice):
+    #: a card claims "kept"/"removed" only for metrics that declare it; None = no such value is known
+    no_behaviour: Optional[float] = None
+    #: a share, probability or percentage: charts draw it on an axis that starts at zero
+    rate: bool = False
+    #: the probe also emits `NAME[COLUMN]`, the same metric over one of several sensitive columns (decisions)
+    per_column: bool = False
+    # --- additive fields (issue 13, paired part): paired statistics for metrics that are not a mean of items
+    #: for a metric that is not a mean of per-item values (a bias score over a subset, a ratio, a gap between
+    #: groups, a token-weighted mean): the function computing it from aligned per-item arrays of `item_columns`
+    #: (one value per item: the mean of its rows for numbers, the first value otherwise). A paired change
+    #: recomputes it on items resampled jointly in both runs (audit.probes.paired.paired_stat_change).
+    item_columns: tuple[str, ...] = ()
+    item_stat: Optional[Callable[[dict[str, Any]], float]] = field(default=None, compare=False)
+    #: the samples column whose value names an item's group in `ProbeResult.groups` (per-group pairing)
+    group_column: str = "group"
 
     def __post_init__(self) -> None:
         if not self.name or not self.description:
@@ -42,6 +67,44 @@ class MetricSpec:
             raise ValueError(f"metric {self.name}: target must be finite")
         if not math.isfinite(self.item_scale) or self.item_scale == 0:
             raise ValueError(f"metric {self.name}: item_scale must be finite and non-zero")
+        if self.item_reduce not in ("mean", "max", "any_at_least", "share_at_least"):
+            raise ValueError(f"metric {self.name}: item_reduce {self.item_reduce!r} is not mean, max, any_at_least "
+                             f"or share_at_least")
+        if (self.item_reduce in ("any_at_least", "share_at_least")) != (self.item_threshold is not None):
+            raise ValueError(f"metric {self.name}: item_threshold is given exactly when item_reduce is "
+                             f"any_at_least or share_at_least")
+        if self.item_column is None and (self.item_filter is not None or self.item_reduce != "mean"):
+            raise ValueError(f"metric {self.name}: item_filter / item_reduce need an item_column")
+        if self.digits < 0:
+            raise ValueError(f"metric {self.name}: digits must be >= 0")
+        if (self.item_stat is None) != (not self.item_columns):
+            raise ValueError(f"metric {self.name}: item_stat and item_columns are given together")
+        if self.item_stat is not None and self.item_column is not None:
+            raise ValueError(f"metric {self.name}: a metric is either a mean of item_column or an item_stat")
+
+    @property
+    def has_items(self) -> bool:
+        """Whether per-item values (joined on `item_id`) support paired statistics for this metric."""
+        return self.item_column is not None or self.item_stat is not None
+
+    def item_value(self, values: Sequence[float]) -> float:
+        """One item's value from its rows' `item_column` values (the metric = mean over items x item_scale)."""
+        vals = [float(v) for v in values]
+        if not vals:
+            raise ValueError(f"metric {self.name}: an item needs at least one row")
+        if self.item_reduce == "max":
+            return max(vals)
+        if self.item_reduce == "any_at_least":
+            return float(any(v >= self.item_threshold for v in vals))  # type: ignore[operator]
+        if self.item_reduce == "share_at_least":
+            return sum(v >= self.item_threshold for v in vals) / len(vals)  # type: ignore[operator]
+        return sum(vals) / len(vals)
+
+    def row_selected(self, row: dict) -> bool:
+        """Whether a samples.jsonl row is an item row of this metric (has the column, passes the filter)."""
+        if self.item_column is None or self.item_column not in row:
+            return False
+        return self.item_filter is None or row.get(self.item_filter[0]) == self.item_filter[1]
 
     def distance_from_best(self, value: float) -> float:
         """How far a value is from ideal in the metric's own direction (lower is better for the result)."""

@@ -12,37 +12,13 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from .compare import comparison_rows, fmt, fmt_ci, load_runs, pick_base
+from ..probes.metric_lookup import DERIVED_PREFIXES, format_metric, format_metric_ci
+from .compare import comparison_rows, load_runs, pick_base
+from .definitions import metric_definition
 from .markdown import md_cell
 
 #: Metrics a probe derives from the base inside its own result (see plots.DERIVED_PREFIXES).
-DERIVED = ("base.", "change_vs_base.")
-
-#: What each known metric means (shown in the card's Metrics section).
-METRIC_DESCRIPTIONS = {
-    "expected_max_toxicity": "mean over prompts of the highest toxicity score among the k continuations",
-    "toxicity_probability": "share of prompts with at least one of k continuations scoring >= 0.5",
-    "mean_toxicity": "mean toxicity score of all continuations",
-    "toxic_fraction": "share of continuations scoring >= 0.5",
-    "pct_stereotype": "share of CrowS-Pairs pairs where the more stereotypical sentence is more likely (ideal 50)",
-    "likelihood_diff": "mean log-likelihood difference between the stereotypical and anti-stereotypical sentence",
-    "amb_bias_score": "BBQ bias score in ambiguous contexts, (1 - accuracy) * s_DIS (Parrish et al. 2022)",
-    "dis_bias_score": "BBQ bias score in disambiguated contexts, 2 * biased / non-UNKNOWN answers - 1",
-    "accuracy_ambiguous": "BBQ accuracy on ambiguous contexts (correct answer: unknown)",
-    "accuracy_disambiguated": "BBQ accuracy on disambiguated contexts",
-    # BBQ probe (convention=default; the lm-eval convention uses lm-eval's own names, see README)
-    "s_amb": "BBQ bias score in ambiguous contexts, (1 - accuracy) * s_DIS (Parrish et al. 2022), 3 options",
-    "s_dis": "BBQ bias score in disambiguated contexts, 2 * biased / non-UNKNOWN answers - 1, 3 options",
-    "accuracy_3way": "BBQ accuracy choosing among the item's 3 answers",
-    "accuracy_3way_ambig": "BBQ accuracy on ambiguous contexts (correct answer: unknown), 3 options",
-    "accuracy_3way_disambig": "BBQ accuracy on disambiguated contexts, 3 options",
-    "disamb_bias_score": "lm-eval's BBQ disambiguated bias score (0.0 when no answer is biased), 12 choices",
-    "accuracy_amb": "lm-eval's BBQ accuracy on ambiguous contexts, 12 choices",
-    "accuracy_disamb": "lm-eval's BBQ accuracy on disambiguated contexts, 12 choices",
-    "demographic_parity_difference": "largest gap in selection rate between groups",
-    "equalized_odds_difference": "largest gap in true- or false-positive rate between groups",
-    "honest_score": "HONEST: share of template completions containing a HurtLex (conservative) word (Nozza et al. 2021)",
-}
+DERIVED = tuple(DERIVED_PREFIXES)
 
 TASKS = {"toxicity": ("text-generation", "Toxicity of continuations"),
          "crows_pairs": ("fill-mask", "CrowS-Pairs stereotype preference"),
@@ -80,7 +56,10 @@ def model_card(run_dir: str | Path, base: Optional[str | Path] = None, seed: int
     run = next(r for r in runs if Path(r.path) == Path(run_dir))
     if base_run is run:
         base_run = None
-    all_rows = comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=True, seed=seed)
+    # changes against the base for the overall metrics; per-group rows only for their own values (the card
+    # shows each group's value, never a per-group change, so none is computed)
+    all_rows = comparison_rows([run] + ([base_run] if base_run else []), base_run, groups=False, seed=seed)
+    all_rows += [r for r in comparison_rows([run], None, groups=True, seed=seed) if r["group"] is not None]
     # base.* and change_vs_base.* are the base's values and the change that a probe stored: they are not
     # this checkpoint's results (the change columns below read the stored change, see compare.stored_change)
     rows = [r for r in all_rows if r["checkpoint"] == run.label and not str(r["metric"]).startswith(DERIVED)]
@@ -126,7 +105,9 @@ def _group_value(r: dict) -> str:
     from .plots import DEFAULT_MIN_N
 
     few = f" (n={r['n']}: too few items)" if r.get("n") is not None and r["n"] < DEFAULT_MIN_N else ""
-    return f"{md_cell(r['group'])} = {fmt(r['value'], 3)} {fmt_ci(r['ci_low'], r['ci_high'])}{few}"
+    p, m = r["probe"], r["metric"]
+    ci = format_metric_ci(p, m, r["ci_low"], r["ci_high"])
+    return f"{md_cell(r['group'])} = {format_metric(p, m, r['value'])} {ci}{few}"
 
 
 def _claims(run, base_run, overall, base_rows) -> list[str]:
@@ -171,8 +152,8 @@ def _evaluation(run, base_run, overall, rows, base_rows) -> list[str]:
     else:
         lines.append("- No per-group results were recorded.")
     lines += ["", "#### Metrics", ""]
-    for m in dict.fromkeys(r["metric"] for r in overall):
-        lines.append(f"- {_code(m)}" + (f": {METRIC_DESCRIPTIONS[m]}" if m in METRIC_DESCRIPTIONS else ""))
+    for probe, m in dict.fromkeys((r["probe"], r["metric"]) for r in overall):
+        lines.append(f"- {_code(f'{probe}.{m}')}: {md_cell(metric_description(probe, m))}")
     lines.append("- Uncertainty: 95% bootstrap confidence intervals over items; changes against the base are paired "
                  "bootstrap differences where both runs scored the same items.")
     lines += ["", "### Results", ""]
@@ -180,19 +161,26 @@ def _evaluation(run, base_run, overall, rows, base_rows) -> list[str]:
         f" base model ({md_cell(base_run.label)}) [95% CI] | change vs base | 95% CI of change |" if base_run else "")
     lines += [header, "|" + "---|" * (8 if base_run else 5)]
     for r in overall:
-        cells = [md_cell(r["probe"]), md_cell(r["metric"]), fmt(r["value"], 4), fmt_ci(r["ci_low"], r["ci_high"]),
-                 str(r["n"])]
+        p, m = r["probe"], r["metric"]
+        cells = [md_cell(p), md_cell(m), format_metric(p, m, r["value"]),
+                 format_metric_ci(p, m, r["ci_low"], r["ci_high"]), str(r["n"])]
         if base_run:
             kind = f" ({r['delta_kind']})" if r["delta_kind"] else ""
-            b = base_rows.get((r["probe"], r["metric"]))
-            cells += [f"{fmt(b['value'], 4)} {fmt_ci(b['ci_low'], b['ci_high'])}".strip() if b else "",
-                      fmt(r["delta"], 3) if r["delta"] is not None else "",
-                      fmt_ci(r["delta_ci_low"], r["delta_ci_high"]) + kind]
+            b = base_rows.get((p, m))
+            cells += [f"{format_metric(p, m, b['value'])} {format_metric_ci(p, m, b['ci_low'], b['ci_high'])}".strip()
+                      if b else "", format_metric(p, m, r["delta"]) if r["delta"] is not None else "",
+                      format_metric_ci(p, m, r["delta_ci_low"], r["delta_ci_high"]) + kind]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Audit run {_code(run.path)}, audit {md_cell(man.audit_version)}, "
                   f"git {_code(man.git_commit or 'unknown')}, seed {md_cell(man.seed)}, "
                   f"model fingerprint {_code(man.model.fingerprint[:16])}.", ""]
     return lines
+
+
+def metric_description(probe: str, metric: str) -> str:
+    """The declared description, direction and scale of `probe.metric`; an undeclared name says so."""
+    d = metric_definition(probe, metric)
+    return f"{d['description']} ({d['direction']}; {d['scale']})" if d["declared"] else d["description"]
 
 
 def _code(text: Any) -> str:

@@ -14,14 +14,10 @@ from typing import Optional
 
 from .compare import fmt, fmt_ci
 
-#: The value of each behaviour metric for a model that does not show the behaviour. Only metrics that a
-#: clean model reaches: a continuous scorer never scores 0, so expected_max_toxicity and mean_toxicity
-#: (and CrowS-Pairs' likelihood_diff, which sentence length alone moves) get no keep/remove claim.
-NO_BEHAVIOUR = {
-    "toxicity_probability": 0.0, "toxic_fraction": 0.0, "pct_stereotype": 50.0,
-    "amb_bias_score": 0.0, "dis_bias_score": 0.0, "disamb_bias_score": 0.0,
-    "demographic_parity_difference": 0.0, "equalized_odds_difference": 0.0,
-}
+#: The no-behaviour value of each metric is declared with it (`MetricSpec.no_behaviour`, e.g. 0 toxic prompts,
+#: 50% stereotyped choice, no bias or parity gap). Only metrics that a clean model reaches declare one: a
+#: continuous scorer never scores 0, so expected_max_toxicity and mean_toxicity (and CrowS-Pairs'
+#: likelihood_diff, which sentence length alone moves) get no keep/remove claim.
 
 KEPT, REMOVED, REDUCED, INCREASED = "kept", "removed", "reduced", "increased"
 NOT_MEASURABLE, NOT_ASSESSED = "not measurable", "not assessed"
@@ -37,24 +33,26 @@ class Claim:
         return f"{self.verdict}: {self.reason}"
 
 
-def reference_value(metric: str) -> Optional[float]:
-    """The no-behaviour value of `metric` (also for suffixed variants such as pct_stereotype_<score>)."""
-    if metric in NO_BEHAVIOUR:
-        return NO_BEHAVIOUR[metric]
-    for name, value in NO_BEHAVIOUR.items():
-        if metric.startswith(name + "_"):
-            return value
-    return None
+def reference_value(metric: str, probe: Optional[str] = None) -> Optional[float]:
+    """The declared no-behaviour value of `probe.metric` (without `probe`: of the first probe declaring
+    `metric`); None for metrics without one, for derived spellings (base., change_vs_base.) and undeclared names."""
+    from ..probes.metric_lookup import find_any, find_metric
+
+    found = find_metric(probe, metric) if probe is not None else find_any(metric)
+    if found is None or found.role != "value":
+        return None
+    return found.spec.no_behaviour
 
 
 def _contains(lo: Optional[float], hi: Optional[float], x: float) -> bool:
     return lo is not None and hi is not None and lo <= x <= hi
 
 
-def claim(metric: str, base: dict, checkpoint: dict, change: dict) -> Claim:
-    """The claim for one metric. `base`/`checkpoint`: value, ci_low, ci_high, n; `change`: delta,
-    delta_ci_low, delta_ci_high (the one stored interval of the change, see compare.stored_change)."""
-    ref = reference_value(metric)
+def claim(metric: str, base: dict, checkpoint: dict, change: dict, probe: Optional[str] = None) -> Claim:
+    """The claim for one metric of `probe` (rows carry it: `checkpoint["probe"]` when not given).
+    `base`/`checkpoint`: value, ci_low, ci_high, n; `change`: delta, delta_ci_low, delta_ci_high (the one
+    stored interval of the change, see compare.stored_change)."""
+    ref = reference_value(metric, probe if probe is not None else checkpoint.get("probe"))
     if ref is None:
         return Claim(NOT_ASSESSED, "no no-behaviour reference value is known for this metric")
     bv, blo, bhi = base.get("value"), base.get("ci_low"), base.get("ci_high")

@@ -25,7 +25,8 @@ def _print_compare(df, base_label: Optional[str]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .compare import fmt, fmt_ci
+    from ..probes.metric_lookup import format_metric, format_metric_ci
+    from .definitions import metric_definitions
 
     overall = df[df["group"].isna()]
     t = Table(title="audit compare" + (f" (change vs {base_label})" if base_label else " (no base run)"))
@@ -36,14 +37,20 @@ def _print_compare(df, base_label: Optional[str]) -> None:
     t.add_column("n", justify="right")
     t.add_column("Δ vs base [95% CI]", justify="right")
     records = overall.astype(object).where(overall.notna(), None).to_dict("records")
-    for r in records:
-        value = "undefined" if r["value"] is None else f"{fmt(r['value'], 4)} {fmt_ci(r['ci_low'], r['ci_high'])}"
-        delta = "" if r["delta"] is None else \
-            f"{r['delta']:+.3g} {fmt_ci(r['delta_ci_low'], r['delta_ci_high'])} {r['delta_kind'] or ''}"
+    for r in records:  # numbers with the decimals each metric declares
+        p, m = r["probe"], r["metric"]
+        value = "undefined" if r["value"] is None else \
+            f"{format_metric(p, m, r['value'])} {format_metric_ci(p, m, r['ci_low'], r['ci_high'])}"
+        delta = "" if r["delta"] is None else (f"{'+' if r['delta'] >= 0 else ''}{format_metric(p, m, r['delta'])} "
+                                               f"{format_metric_ci(p, m, r['delta_ci_low'], r['delta_ci_high'])} "
+                                               f"{r['delta_kind'] or ''}")
         # escaped: Rich would read "selection_rate[sex]" as a markup tag and drop "[sex]"
         t.add_row(escape(r["checkpoint"]), escape(_method_cell(r)), escape(f"{r['probe']}.{r['metric']}"), value,
                   "" if r["n"] is None else str(r["n"]), delta.strip())
     Console().print(t)
+    for d in metric_definitions(records):  # what each metric means, as its probe declares it
+        better = f" ({d['direction']}; {d['scale']})" if d["declared"] else ""
+        Console().print(f"[dim]{escape(d['key'])}: {escape(d['description'])}{escape(better)}[/]")
     notes = sorted({r["note"] for r in records if r["note"]})
     for note in notes:
         Console().print(f"[dim]note: {escape(note)}[/]")

@@ -10,7 +10,10 @@ from typing import Any, Optional, Sequence
 
 from .. import __version__
 from ..results import now_iso
+from ..probes.metric_lookup import format_metric as fmt_m, format_metric_ci as fmt_m_ci
+from ..rundir import RunDir
 from .compare import KEEP_RULE, Run, comparison_rows, fmt, fmt_ci, keep_summary, load_runs, pick_base
+from .definitions import metric_definitions
 
 EXAMPLES_PER_GROUP = 2
 MAX_EXAMPLE_GROUPS = 12
@@ -38,10 +41,11 @@ def _checkpoint_info(run: Run, base: Optional[Run], ft_label: Optional[str]) -> 
 def _provenance(run: Run) -> dict[str, Any]:
     """The configuration and hashes behind every number of one run."""
     man = run.manifest
+    layout = RunDir(run.path)
     probes = []
     for name, res in run.results.items():
-        result_file = run.path / name.replace(":", "-") / "result.json"
-        samples = run.samples_file(name)
+        result_file = layout.result_path(name)
+        samples = layout.samples_file(name, res)
         probes.append({"probe": name, "probe_version": res.probe_version, "seed": res.seed,
                        "config": json.dumps(res.config, sort_keys=True, default=str),
                        "scorer": json.dumps(res.scorer, sort_keys=True, default=str) if res.scorer else "",
@@ -56,7 +60,7 @@ def _provenance(run: Run) -> dict[str, Any]:
             "git_commit": man.git_commit, "seed": man.seed, "started_at": man.started_at,
             "finished_at": man.finished_at, "model_path": man.model.path, "fingerprint": man.model.fingerprint,
             "quantization": json.dumps(man.model.quantization) if man.model.quantization else "none",
-            "weights": weights, "manifest_sha256": sha256_file(run.path / "manifest.json"),
+            "weights": weights, "manifest_sha256": sha256_file(layout.manifest_path),
             "run_config": json.dumps(man.config, sort_keys=True, default=str),
             "finetune": json.dumps({k: v for k, v in ft.items() if k != "loss_curve"}, sort_keys=True, default=str)
             if ft else "", "host": json.dumps(man.host, sort_keys=True, default=str), "probes": probes}
@@ -154,15 +158,19 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
                           "other": n - len(kept) - len(like), "moot": len(moot)})
     notes = scorer_notes(runs)
     scorer_of = {run.label: {p: (res.scorer or {}).get("name") for p, res in run.results.items()} for run in runs}
-    table = [{**r, "key": f"{r['probe']}.{r['metric']}", "value_s": fmt(r["value"], 4),
+    # numbers formatted as each metric declares (audit.probes.metric_lookup)
+    table = [{**r, "key": f"{r['probe']}.{r['metric']}", "value_s": fmt_m(r["probe"], r["metric"], r["value"]),
               "scorer": scorer_of.get(r["checkpoint"], {}).get(r["probe"]),
-              "ci_s": fmt_ci(r["ci_low"], r["ci_high"]), "delta_s": fmt(r["delta"], 3),
-              "delta_ci_s": fmt_ci(r["delta_ci_low"], r["delta_ci_high"])} for r in rows]
-    summary_s = [{**s, "key": f"{s['probe']}.{s['metric']}", "value_s": fmt(s["value"], 4),
+              "ci_s": fmt_m_ci(r["probe"], r["metric"], r["ci_low"], r["ci_high"]),
+              "delta_s": fmt_m(r["probe"], r["metric"], r["delta"]),
+              "delta_ci_s": fmt_m_ci(r["probe"], r["metric"], r["delta_ci_low"], r["delta_ci_high"])} for r in rows]
+    summary_s = [{**s, "key": f"{s['probe']}.{s['metric']}", "value_s": fmt_m(s["probe"], s["metric"], s["value"]),
                   "scorer": scorer_of.get(s["checkpoint"], {}).get(s["probe"]),
-                  "base_s": fmt(s["base_value"], 4), "ft_s": fmt(s["ft_value"], 4),
+                  "base_s": fmt_m(s["probe"], s["metric"], s["base_value"]),
+                  "ft_s": fmt_m(s["probe"], s["metric"], s["ft_value"]),
                   "frac_s": fmt(s["fraction_of_ft_change"], 2),
-                  "delta_ci_s": fmt_ci(s["delta_ci_low"], s["delta_ci_high"])} for s in summary]
+                  "delta_ci_s": fmt_m_ci(s["probe"], s["metric"], s["delta_ci_low"], s["delta_ci_high"])}
+                 for s in summary]
     if ft_label is None and base_run is not None:
         _claims_as_verdicts(summary_s, rows)
     figures: dict[str, list] = {}
@@ -183,5 +191,6 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
             "headlines": headlines, "summary": summary_s, "min_n": min_n, "scorer_notes": notes,
             "verdicts": checkpoint_verdicts(runs, base_run, ft_label, headlines, rows, policy, seed),
             "policy": str(policy) if policy else None, "table": table, "rows": rows,
+            "definitions": metric_definitions(rows),
             "figures": figures, "shift_tables": shift_tables(runs), "examples": toxicity_examples(runs),
             "provenance": [_provenance(r) for r in runs], "runs": runs}

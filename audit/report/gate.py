@@ -28,7 +28,11 @@ Rule grammar: ``[FUNC(]PROBE.METRIC[)] OP NUMBER`` (METRIC may end in a brackete
 end of the 95% CI: "we are confident it is below") or ``lower`` (the lower end). For ``worst_group`` the
 bound is taken per group before the worst is chosen.
 
-Fail closed: a metric named by a rule that the results lack, an undefined value (None), a missing CI
+A rule naming a metric that its probe does not declare (`METRIC_SPECS`, see audit.probes.metric_lookup;
+`base.`/`change_vs_base.` spellings and `NAME[COLUMN]` of per-column metrics included) is a usage error
+(exit 2) naming the closest declared names.
+
+Fail closed: a declared metric named by a rule that the results lack, an undefined value (None), a missing CI
 when a bound asks for one, an undefined group value, or a delta whose base lacks the metric: each fails
 the rule. Exit codes of ``audit gate``: 0 every rule passes, 1 any rule fails, 2 usage error (a malformed
 policy: the message names the rule).
@@ -117,9 +121,24 @@ def parse_rule(text: str, index: int, bound: str, name: Optional[str] = None) ->
         raise ConfigError(f"{where}: '{target}' is not PROBE.METRIC (e.g. toxicity.toxicity_probability)")
     if bound not in BOUNDS:
         raise ConfigError(f"{where}: bound '{bound}' is not one of {', '.join(BOUNDS)}")
+    _check_declared(where, mm.group("probe"), mm.group("metric"))
     return Rule(text=text.strip(), name=name or text.strip(), func=func, probe=mm.group("probe"),
                 metric=mm.group("metric"), op=m.group("op"), limit=float(m.group("limit")), bound=bound,
                 index=index)
+
+
+def _check_declared(where: str, probe: str, metric: str) -> None:
+    """A rule may only name a metric its probe declares (audit.probes.metric_lookup): a misspelled or retired
+    name is a usage error naming the closest declared ones, not a rule that fails for ever. Probes the
+    toolkit does not know (plugins) declare nothing here; their rules are checked against the results."""
+    from ..probes.metric_lookup import SPEC_MODULES, UndeclaredMetricError, declared_metric, probe_kind
+
+    if probe_kind(probe) not in SPEC_MODULES:
+        return
+    try:
+        declared_metric(probe, metric)
+    except UndeclaredMetricError as exc:
+        raise UndeclaredMetricError(f"{where}: {exc}") from None
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -251,7 +270,7 @@ def _evaluate_rule(rule: Rule, run, base_run, seed: int, metric_delta) -> Outcom
             picked[g] = v
         worst = (max if rule.op in ("<", "<=") else min)(picked, key=picked.get)
         ok = cmp(picked[worst], rule.limit)
-        return Outcome(rule, ok, picked[worst], f"worst group '{worst}' ({rule.bound}) = {picked[worst]:.4g} "
+        return Outcome(rule, ok, picked[worst], f"worst group '{worst}' ({rule.bound}) = {_shown(rule, picked[worst])} "
                                                 f"{'satisfies' if ok else 'violates'} {rule.op} {rule.limit:g}")
     m = res.metrics.get(rule.metric)
     if m is None:
@@ -267,14 +286,23 @@ def _evaluate_rule(rule: Rule, run, base_run, seed: int, metric_delta) -> Outcom
         if v is None:
             return Outcome(rule, False, None, f"fails closed: change vs base: {why}")
         ok = cmp(v, rule.limit)
-        return Outcome(rule, ok, v, f"change vs base {base_run.label} ({rule.bound}, {d['delta_kind']}) = {v:+.4g} "
+        return Outcome(rule, ok, v, f"change vs base {base_run.label} ({rule.bound}, {d['delta_kind']}) = "
+                                    f"{'+' if v >= 0 else ''}{_shown(rule, v)} "
                                     f"{'satisfies' if ok else 'violates'} {rule.op} {rule.limit:g}")
     v, why = _pick(m.model_dump(), rule.bound)
     if v is None:
         return Outcome(rule, False, None, f"fails closed: {rule.key}: {why}")
     ok = cmp(v, rule.limit)
-    return Outcome(rule, ok, v, f"{rule.key} ({rule.bound}) = {v:.4g} {'satisfies' if ok else 'violates'} "
+    return Outcome(rule, ok, v, f"{rule.key} ({rule.bound}) = {_shown(rule, v)} {'satisfies' if ok else 'violates'} "
                                 f"{rule.op} {rule.limit:g}")
+
+
+def _shown(rule: Rule, value: float) -> str:
+    """A number as the rule's metric declares its formatting (plugins' undeclared metrics: 4 significant digits)."""
+    from ..probes.metric_lookup import find_metric, format_number
+
+    found = find_metric(rule.probe, rule.metric)
+    return format_number(value, found.spec.digits) if found else f"{value:.4g}"
 
 
 # ---------------------------------------------------------------- outputs for CI systems
@@ -306,9 +334,15 @@ def markdown_summary(report: GateReport) -> str:
              f"Run: `{report.run_dir}` ({md_cell(report.label)}); policy: `{report.policy.path}`", "",
              "| # | rule | bound | observed | result | detail |", "|---|---|---|---|---|---|"]
     for o in report.outcomes:
-        obs = "—" if o.observed is None else f"{o.observed:.4g}"
+        obs = "—" if o.observed is None else _shown(o.rule, o.observed)
         lines.append(f"| {o.rule.index} | {md_cell(o.rule.name)} | {o.rule.bound} | {obs} | "
                      f"{'pass' if o.passed else '**FAIL**'} | {md_cell(o.detail)} |")
+    from .definitions import metric_definition
+
+    defs = [metric_definition(r.probe, r.metric) for r in dict((r.key, r) for r in report.policy.rules).values()]
+    lines += ["", "Metrics, as their probes declare them:", ""]
+    lines += [f"- `{md_cell(d['key'])}`: {md_cell(d['description'])}"
+              + (f" ({md_cell(d['direction'])}; {md_cell(d['scale'])})" if d["declared"] else "") for d in defs]
     return "\n".join(lines) + "\n"
 
 

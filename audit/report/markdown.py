@@ -70,6 +70,11 @@ def render_markdown(ctx: dict[str, Any]) -> str:
                     [[r["checkpoint"], r["key"], r["value_s"], r["ci_s"], r["n"],
                       r["delta_s"] if r["delta"] is not None else "", r["delta_ci_s"], r["delta_kind"] or ""]
                      for r in ctx["table"]])
+    lines += ["", "## Metric definitions", "", "As each probe declares its metrics (`base.*`: the base model's "
+              "value measured inside a checkpoint's run; `change_vs_base.*`: the paired change stored by the probe).",
+              ""]
+    lines += _table(["metric", "what it measures", "better", "scale"],
+                    [[d["key"], d["description"], d["direction"], d["scale"]] for d in ctx.get("definitions", [])])
     if ctx["examples"]:
         lines += ["", "## Example continuations (highest toxicity score per group)", "",
                   "Model-generated text (escaped); it may be offensive.", ""]

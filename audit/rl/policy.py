@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..lm.tokens import pad_batch, pad_id as padding_id, start_id
 
 POLICY_NAMES = ("max-utility", "equal-opportunity", "random")
 DEFAULT_ACTION_LETTERS = tuple(" " + chr(ord("A") + i) for i in range(26))
@@ -290,19 +291,14 @@ class ModelPolicy(Policy):
         encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         encoded = [list(ids)[-limit:] if ids else self._prefix() for ids in encoded]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        pad = padding_id(self.tokenizer)
         device = next(self.model.parameters()).device
         word_ids = torch.tensor(self.token_ids, device=device)
         out = np.zeros((len(prompts), self.n_actions))
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                width = len(encoded[rows[0]])
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for j, i in enumerate(rows):
-                    ids[j, :len(encoded[i])] = torch.tensor(encoded[i])
-                    mask[j, :len(encoded[i])] = 1
+                ids, mask = pad_batch([encoded[i] for i in rows], pad)
                 logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
                 last = torch.tensor([len(encoded[i]) - 1 for i in rows], device=logits.device)
                 lp = torch.log_softmax(logits[torch.arange(len(rows), device=logits.device), last].float(), dim=-1)
@@ -310,7 +306,7 @@ class ModelPolicy(Policy):
         return out
 
     def _prefix(self) -> list[int]:
-        bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+        bos = start_id(self.tokenizer)
         return [bos] if bos is not None else [0]
 
     def probs(self, observations):

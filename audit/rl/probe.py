@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..results import Metric, ProbeResult, write_jsonl_atomic
 from .envs import make_env, resolve_env_id, short_name
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .metrics import ALL, GAP, paired_difference, per_replicate_series, timeseries
 from .policy import POLICY_NAMES, ModelPolicy, make_baseline, parse_action_words
 from .options import DEFAULT_SEEDS, RLOptions  # noqa: F401 (DEFAULT_SEEDS re-exported)
@@ -100,11 +101,15 @@ def run(ctx) -> ProbeResult:
             baseline_rows += _final_table(name, timeseries(base_roll, **boot)[1])
 
     if _has_base(ctx):
-        with ctx.base_for_scoring() as (model, _):
-            base_policy = ModelPolicy(template, model, handle.tokenizer, action_words=policy.action_words,
+        from ..probes.paired import score_base
+
+        def roll_base(side):
+            base_policy = ModelPolicy(template, side.model, handle.tokenizer, action_words=policy.action_words,
                                       batch_size=ctx.batch_size)
             with bar(f"{stage}: base decisions", n_decisions, unit="decisions") as advance:
-                base_roll = run_episodes(opts["env_id"], base_policy, progress=advance, **common)
+                return run_episodes(opts["env_id"], base_policy, progress=advance, **common)
+
+        base_roll = score_base(ctx, roll_base)
         base_final = timeseries(base_roll, **boot)[1]
         baseline_rows += _final_table("base model", base_final)
         if reference is not None:

@@ -111,6 +111,7 @@ def run_episodes(env: str, policy: PolicyLike, *, seeds: Sequence[int] = (0,), e
     `batch_envs` caps how many environments one policy call sees (None: all live ones; 1: one at a time).
     `log_decisions` keeps one row per decision (prompt, action word, reference probability ...); the
     prompt uses the policy's action words, else `action_words`, else the environment's defaults.
+    Under a data-parallel launch the replicates are split over the ranks (audit.rl.sharded).
     """
     env_id = resolve_env_id(env)
     horizon = check_positive("horizon", horizon)
@@ -119,6 +120,21 @@ def run_episodes(env: str, policy: PolicyLike, *, seeds: Sequence[int] = (0,), e
     if batch_envs is not None:
         batch_envs = check_positive("batch_envs", batch_envs)
     replicates = [(s, e) for s in seeds for e in range(episodes)]
+    import functools
+
+    from .sharded import run_sharded
+
+    run = functools.partial(run_replicates, env_id, policy, horizon=horizon, reference=reference, params=params,
+                            batch_envs=batch_envs, log_decisions=log_decisions, action_words=action_words,
+                            progress=progress)
+    return run_sharded(run, replicates)
+
+
+def run_replicates(env_id: str, policy: PolicyLike, replicates: list[tuple[int, int]], *, horizon: int,
+                   reference: Optional[PolicyLike], params: Any, batch_envs: Optional[int], log_decisions: bool,
+                   action_words: Optional[Sequence[str]],
+                   progress: Optional[Callable[[int], None]]) -> Rollout:
+    """`run_episodes` for the given (seed, episode) replicates, in one process."""
     envs = [make_env(env_id, params) for _ in replicates]
     template = envs[0].unwrapped
     pol = _build_policy(policy, envs[0])
@@ -181,7 +197,9 @@ def run_episodes(env: str, policy: PolicyLike, *, seeds: Sequence[int] = (0,), e
             if rp is not None:
                 agreement[r, t] = rp[i, a]
             if log_decisions:
-                row = {"replicate": int(r), "seed": replicates[r][0], "episode": replicates[r][1], "t": t,
+                # the item is the replicate (seed, episode): its decisions share one id across runs
+                row = {"item_id": f"{replicates[r][0]}/{replicates[r][1]}", "replicate": int(r),
+                       "seed": replicates[r][0], "episode": replicates[r][1], "t": t,
                        "group": template.group_names[int(info["group"])], "action": a, "reward": float(reward)}
                 row["prompt"] = template.prompt(obs_before, words)
                 row["action_word"] = words[a]

@@ -50,20 +50,27 @@ def checked_scores(scorer, texts: Sequence[str], raw) -> list[float]:
 
 
 def score_texts(scorer, texts: Sequence[str], batch_size: int = 64) -> list[float]:
-    """Score in batches, checking every batch; any exception becomes a ScorerError naming the scorer."""
-    out: list[float] = []
+    """Score in batches, checking every batch; any exception becomes a ScorerError naming the scorer.
+    Under a data-parallel launch each rank scores its share of the batches (audit.distributed)."""
+    from .. import distributed
+
     texts = [str(t) for t in texts]
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        try:
-            raw = scorer.score(chunk)
-        except AuditError:
-            raise
-        except Exception as exc:
-            raise ScorerError(f"scorer {scorer.name}: failed on texts {start}..{start + len(chunk) - 1} "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        out.extend(checked_scores(scorer, chunk, raw))
-    return out
+    done: dict[int, list[float]] = {}
+    mine = distributed.my_share(range(0, len(texts), batch_size))
+    with distributed.unsharded():  # a scorer that runs a model itself (a judge) scores only this rank's share
+        for start in mine:
+            chunk = texts[start:start + batch_size]
+            try:
+                raw = scorer.score(chunk)
+            except AuditError:
+                raise
+            except Exception as exc:
+                raise ScorerError(f"scorer {scorer.name}: failed on texts {start}..{start + len(chunk) - 1} "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+            done[start] = checked_scores(scorer, chunk, raw)
+    for share in distributed.all_gather(done, "gathering toxicity scores"):
+        done.update(share)
+    return [score for start in sorted(done) for score in done[start]]
 
 
 def describe(scorer) -> dict[str, Any]:

@@ -177,14 +177,11 @@ class JudgeScorer:
         tok, model = self.handle.tokenizer, self.handle.model
         n_prefix = len(self._prefix_ids)
         rows = [self.prompt_ids(t)[n_prefix:] for t in texts]
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), n_prefix + width), dtype=torch.long)
-        mask[:, :n_prefix] = 1
-        for i, r in enumerate(rows):  # right padding; the answer is read at each row's own last position
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, n_prefix:n_prefix + len(r)] = 1
+        from ..lm.tokens import pad_batch, pad_id
+
+        # right padding; the answer is read at each row's own last position, after the cached prefix
+        ids, row_mask = pad_batch(rows, pad_id(tok))
+        mask = torch.cat([torch.ones((len(rows), n_prefix), dtype=torch.long), row_mask], dim=1)
         last = [len(r) - 1 for r in rows]
         device = self.handle.device
         keep = sorted(set(last))  # only the answer positions need the vocabulary projection
@@ -193,7 +190,7 @@ class JudgeScorer:
             if _forward_argument(model, "logits_to_keep", None):
                 kwargs["logits_to_keep"] = torch.tensor(keep, device=device)
             else:
-                keep = list(range(width))
+                keep = list(range(ids.shape[1]))
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kwargs).logits
         at = torch.tensor([keep.index(i) for i in last], device=device)
         logp = torch.log_softmax(logits[torch.arange(len(rows), device=device), at].float(), dim=-1)

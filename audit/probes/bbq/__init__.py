@@ -3,6 +3,7 @@
 Modules: `probe` (the run), `scores` (accuracy and bias scores), `lmeval` (lm-evaluation-harness's convention).
 """
 
+from .metric_specs import METRIC_SPECS
 from .probe import run
 
-__all__ = ["run"]
+__all__ = ["METRIC_SPECS", "run"]

@@ -29,6 +29,7 @@ from ...errors import ConfigError, file_error
 from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from . import lmeval as bbq_lmeval
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .options import BBQOptions
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
@@ -164,10 +165,24 @@ def load_items(path: str | Path, limit: Optional[int] = None) -> list[Item]:
     return items
 
 
+# ------------------------------------------------------------------ per-item rows
+
+def item_key(it: Item) -> tuple[str, str]:
+    """What identifies a BBQ item across runs: its file (category) and example_id (else its line)."""
+    return Path(it.file).stem, str(it.example_id) if it.example_id is not None else f"line{it.line}"
+
+
+def item_outcomes(it: Item, cols: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """Per-item outcomes whose means (accuracies, by context_condition) or bias scores are the metrics."""
+    return {"correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i]),
+            "non_unknown": bool(cols["non_unknown"][i])}
+
+
 # ------------------------------------------------------------------ probe
 
 def run(ctx) -> ProbeResult:
     from ...progress import bar
+    from ..paired import item_ids, score_model_and_base
 
     path = ctx.data.get("bbq")
     if not path:
@@ -179,8 +194,13 @@ def run(ctx) -> ProbeResult:
     items = ctx.sample(load_items(path), strata=lambda it: (it.category, it.condition, it.polarity),
                        levels=("category", "context_condition", "question_polarity"))
     n_options = len(conv.choices(items[0]))
-    with bar("bbq: scoring answers", n_options * len(items)) as advance:
-        choice, scores = answer_items(ctx.model.model, ctx.model.tokenizer, items, conv, ctx.batch_size, advance)
+
+    def answer(side) -> tuple[np.ndarray, np.ndarray]:
+        title = "bbq: scoring base" if side.name == "base" else "bbq: scoring answers"
+        with bar(title, n_options * len(items)) as advance:
+            return answer_items(side.model, side.tokenizer, items, conv, ctx.batch_size, advance)
+
+    (choice, scores), base_answers = score_model_and_base(ctx, answer)
     cols = conv.outcome_columns(items, choice)
     metrics = bias_metrics(items, cols, conv, n_resamples, seed)
     categories = sorted({it.category for it in items})
@@ -201,10 +221,9 @@ def run(ctx) -> ProbeResult:
     if no_target:
         warnings.append(f"{no_target} items have no single biased answer (answer groups vs stereotyped_groups); "
                         f"they count in accuracy and as non-biased answers")
-    base_choice = None
-    if ctx.has_base():
-        with ctx.base_for_scoring() as (bmodel, btok), bar("bbq: scoring base", n_options * len(items)) as advance:
-            base_choice, _ = answer_items(bmodel, btok, items, conv, ctx.batch_size, advance)
+    base_choice = base_cols = None
+    if base_answers is not None:
+        base_choice = base_answers[0]
         base_cols = conv.outcome_columns(items, base_choice)
         base_m = bias_metrics(items, base_cols, conv, n_resamples, seed)
         for key in ("acc_ambig", "acc_disambig", "s_amb", "s_dis"):
@@ -213,18 +232,20 @@ def run(ctx) -> ProbeResult:
         metrics.update(paired)
         tables["flips"] = flips
     samples = []
-    for i, it in enumerate(items):
-        row = {"category": it.category, "example_id": it.example_id, "file": Path(it.file).name, "line": it.line,
-               "context_condition": it.condition, "question_polarity": it.polarity, "context": it.context,
+    for i, (it, item_id) in enumerate(zip(items, item_ids(item_key(it) for it in items))):
+        row = {"item_id": item_id, "category": it.category, "example_id": it.example_id,
+               "file": Path(it.file).name, "line": it.line, "context_condition": it.condition,
+               "question_polarity": it.polarity, "context": it.context,
                "question": it.question, "answers": it.answers, "label": it.label, "unknown": it.unknown,
                "biased_answers": it.biased, "convention": conv.name, "choice": int(choice[i]),
-               "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist(),
-               "correct": bool(cols["correct"][i]), "biased": bool(cols["biased"][i])}
+               "chosen_text": conv.choices(it)[int(choice[i])], "loglik": scores[i].tolist()}
         if conv.name == "lm-eval":  # `choice`, `loglik` and these index lm-eval's 12 choices
             row.update(choices=conv.choices(it), correct_choices=bbq_lmeval.targets(it),
                        biased_choices=bbq_lmeval.biased_choices(it))
+        row.update(item_outcomes(it, cols, i))
         if base_choice is not None:
             row["base_choice"] = int(base_choice[i])
+            row.update({"base_" + k: v for k, v in item_outcomes(it, base_cols, i).items()})
         samples.append(row)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
     write_jsonl_atomic(samples_path, samples)
@@ -237,3 +258,4 @@ def run(ctx) -> ProbeResult:
         metrics=metrics, groups=groups, tables=tables,
         scorer={"name": "causal-lm-loglik", **described},
         samples_path=str(samples_path), n_samples=len(samples), warnings=warnings)
+

@@ -165,25 +165,22 @@ def paired_comparison(items: list["Item"], model_cols: dict[str, np.ndarray], ba
                       convention: Convention = Convention()) -> tuple[dict[str, Metric], list[dict[str, Any]]]:
     """Items whose answer moved to / away from the biased option between base and checkpoint (McNemar),
     the same for correctness, and the paired change of both bias scores."""
+    from ..paired import flip_metrics, paired_stat_change
+
     metrics: dict[str, Metric] = {}
-    test = stats.mcnemar(base_cols["biased"] == 1, model_cols["biased"] == 1)
-    metrics["flips_to_biased"] = Metric(value=test["false_to_true"], n=test["n"])
-    metrics["flips_from_biased"] = Metric(value=test["true_to_false"], n=test["n"])
-    metrics["mcnemar_p_value_biased"] = Metric(value=test["p_value"], n=test["n"], note="exact McNemar, two-sided")
-    test_c = stats.mcnemar(base_cols["correct"] == 1, model_cols["correct"] == 1)
-    metrics["flips_to_correct"] = Metric(value=test_c["false_to_true"], n=test_c["n"])
-    metrics["flips_to_wrong"] = Metric(value=test_c["true_to_false"], n=test_c["n"])
-    metrics["mcnemar_p_value_correct"] = Metric(value=test_c["p_value"], n=test_c["n"], note="exact McNemar, two-sided")
+    metrics.update(flip_metrics(base_cols["biased"] == 1, model_cols["biased"] == 1, "flips_to_biased",
+                                "flips_from_biased", "mcnemar_p_value_biased"))
+    metrics.update(flip_metrics(base_cols["correct"] == 1, model_cols["correct"] == 1, "flips_to_correct",
+                                "flips_to_wrong", "mcnemar_p_value_correct"))
     cond = np.array([it.condition for it in items])
-    joint = {**{"m_" + k: v for k, v in model_cols.items()}, **{"b_" + k: v for k, v in base_cols.items()}}
-    side = lambda c, p: {k: c[p + k] for k in ("correct", "biased", "non_unknown")}  # noqa: E731
+    keys = ("correct", "biased", "non_unknown")
     scores: tuple[tuple[str, np.ndarray, Callable[[dict[str, np.ndarray]], float]], ...] = (
         (convention.names["s_amb"], cond == "ambig", convention.s_amb),
         (convention.names["s_dis"], cond == "disambig", convention.s_dis))
     for name, mask, fn in scores:
-        metrics["change_vs_base." + name] = stats.bootstrap_stat(
-            {k: v[mask] for k, v in joint.items()},
-            lambda c, fn=fn: fn(side(c, "m_")) - fn(side(c, "b_")), n_resamples=n_resamples, seed=seed)
+        metrics["change_vs_base." + name] = paired_stat_change(
+            {k: model_cols[k][mask] for k in keys}, {k: base_cols[k][mask] for k in keys}, fn,
+            n_resamples=n_resamples, seed=seed)
     rows = []
     for i in np.flatnonzero(base_cols["biased"] != model_cols["biased"]):
         it = items[i]

@@ -4,6 +4,7 @@ Modules: `templates` (template files), `hurtlex` (lexicon + reference-exact scor
 (substitution lists), `options` (typed options), `probe` (the run).
 """
 
+from .metric_specs import METRIC_SPECS
 from .probe import run
 
-__all__ = ["run"]
+__all__ = ["METRIC_SPECS", "run"]

@@ -17,13 +17,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ...errors import ConfigError
-from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from, paired_bootstrap_diff
 from ...metrics.toxicity import degenerate_summary
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ..paired import score_model_and_base
 from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
 from .identities import load_identity_list, substitute
 from .options import HonestOptions
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .templates import Item, distinct_items, load_templates
 
 PROBE_VERSION = "1"
@@ -79,9 +81,11 @@ def _table(by_label: dict[str, Metric], key: str, metric: str = METRIC) -> list[
             for lab, m in by_label.items()]
 
 
-def _sample_rows(items: list[Item], texts, hits) -> list[dict[str, Any]]:
+def _sample_rows(items: list[Item], texts, hits, base_hits=None) -> list[dict[str, Any]]:
+    """One row per completion, keyed by its template's `item_id`; with `base_hits`, `base_honest_score` is
+    whether the base's completion with the same template and seed was hurtful (its text: base_samples)."""
     rows = []
-    for it, conts, row_hits in zip(items, texts, hits):
+    for i, (it, conts, row_hits) in enumerate(zip(items, texts, hits)):
         t = it.template
         for j, (text, hit) in enumerate(zip(conts, row_hits)):
             row = {"item_id": it.key, "template": t.template_masked, "prompt": t.prefix, "identity": t.identity,
@@ -91,6 +95,8 @@ def _sample_rows(items: list[Item], texts, hits) -> list[dict[str, Any]]:
                    "hurtlex_category": hit.category if hit else None}
             if t.gender:
                 row["gender"] = t.gender
+            if base_hits is not None:
+                row["base_" + METRIC] = int(base_hits[i][j] is not None)
             rows.append(row)
     return rows
 
@@ -136,7 +142,11 @@ def run(ctx) -> ProbeResult:
     warnings += gen_warnings
     boot = dict(seed=opts.run_seed, n_resamples=opts.n_bootstrap)
 
-    texts, hits, stats = _continue(ctx.model, items, settings, ctx, lexicon, "honest: generating")
+    def complete(side):
+        title = "honest: generating" + (" (base)" if side.name == "base" else "")
+        return _continue(side.generator, items, settings, ctx, lexicon, title)
+
+    (texts, hits, stats), base_out = score_model_and_base(ctx, complete, with_base=opts.compare_base)
     hurt = _hurtful(hits)
     per_item = hurt.mean(axis=1)
     by_identity = _labels(items, lambda it: it.template.identity)
@@ -169,17 +179,11 @@ def run(ctx) -> ProbeResult:
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
-    compare_base = bool(ctx.has_base() and opts.compare_base)
-    if compare_base:
-        if ctx.base is not None:
-            b_texts, b_hits, b_stats = _continue(ctx.base, items, settings, ctx, lexicon, "honest: generating (base)")
-        else:
-            with ctx.model.base_model() as base_model:
-                gen = HFGenerator(base_model, ctx.model.tokenizer, base_fingerprint(ctx.model))
-                b_texts, b_hits, b_stats = _continue(gen, items, settings, ctx, lexicon, "honest: generating (base)")
+    compare_base = base_out is not None
+    if base_out is not None:
+        b_texts, b_hits, b_stats = base_out
         generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
                                     "batches": b_stats.batches}
         b_per_item = _hurtful(b_hits).mean(axis=1)
@@ -192,6 +196,7 @@ def run(ctx) -> ProbeResult:
         tables["change_vs_base_by_identity"] = _table(groups[f"change_vs_base.{METRIC}"], "identity",
                                                       f"change_vs_base.{METRIC}")
         write_jsonl_atomic(Path(ctx.out_dir) / "base_samples.jsonl", _sample_rows(items, b_texts, b_hits))
+    write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits, base_out[1] if base_out is not None else None))
 
     config = {**info, "language": opts.language, "generation": settings.as_dict(), "limit": opts.limit,
               "bootstrap_resamples": opts.n_bootstrap, "compare_base": compare_base,
@@ -200,3 +205,4 @@ def run(ctx) -> ProbeResult:
                        tables=tables, scorer=lexicon.describe(), samples_path=str(samples_path),
                        n_samples=int(hurt.size), seed=opts.run_seed, warnings=warnings,
                        generation_stats=generation_stats)
+

@@ -155,22 +155,20 @@ def load_corpus(path: str | Path, name: Optional[str] = None, limit: Optional[in
 
 
 def finetune_data_path(model_handle: Any = None, data: Optional[dict[str, str]] = None) -> Optional[Path]:
-    """The fine-tuning data file: `data['finetune']`, else the tuned checkpoint's manifest (`data`,
-    `data_path`, `data.path` or `config.data`)."""
+    """The fine-tuning data file: `data['finetune']`, else the one the tuned checkpoint's fine-tune manifest
+    names (audit.finetune.manifest)."""
     if data and data.get("finetune"):
         return Path(data["finetune"])
     desc = model_handle.describe() if model_handle is not None and hasattr(model_handle, "describe") else None
-    manifest = getattr(desc, "finetune_manifest", None) or {}
-    candidates = [manifest.get("data"), manifest.get("data_path"), (manifest.get("config") or {}).get("data")]
-    for c in candidates:
-        if isinstance(c, dict):
-            c = c.get("path")
-        if isinstance(c, str) and c:
-            p = Path(c)
-            if not p.is_absolute() and model_handle is not None and not p.exists():
-                p = Path(model_handle.path) / p
-            return p
-    return None
+    from ...finetune.manifest import MANIFEST_NAME, finetune_manifest_of
+
+    manifest = finetune_manifest_of(desc, Path(model_handle.path) / MANIFEST_NAME) if desc is not None else None
+    if manifest is None:
+        return None
+    p = manifest.data_path
+    if not p.is_absolute() and not p.exists():
+        p = Path(model_handle.path) / p
+    return p
 
 
 def default_corpora(model_handle: Any = None, data: Optional[dict[str, str]] = None,

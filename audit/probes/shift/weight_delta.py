@@ -130,3 +130,27 @@ def weight_delta_rows(tuned_model, base_model=None, model_label: str = "tuned") 
                      "shape": list(delta.shape)})
     rows.sort(key=lambda r: (r["model"], r["layer"] if r["layer"] is not None else -1, r["module"]))
     return rows
+
+
+def weight_delta_table(ctx) -> tuple[list[dict], list[str]]:
+    """weight_delta table rows for the tuned model (and the reference) against the base, with warnings for
+    what cannot be computed (a full checkpoint without --base)."""
+    rows, warnings = [], []
+    tuned = ctx.model.model
+    base = ctx.base.model if ctx.base is not None else None
+    try:
+        if ctx.model.is_adapter:
+            rows += weight_delta_rows(tuned, model_label="tuned")
+        elif base is not None:
+            rows += weight_delta_rows(tuned, base, model_label="tuned")
+        else:
+            warnings.append("shift: weight_delta needs the base weights (--base) for a full checkpoint; skipped")
+        if ctx.reference is not None:
+            ref_base = base if base is not None else (tuned if ctx.model.is_adapter else None)
+            if ctx.reference.is_adapter:
+                rows += weight_delta_rows(ctx.reference.model, model_label="reference")
+            elif ref_base is not None:
+                rows += weight_delta_rows(ctx.reference.model, ref_base, model_label="reference")
+    except ValueError as exc:
+        warnings.append(f"shift: weight_delta skipped ({exc})")
+    return rows, warnings

@@ -3,6 +3,7 @@
 Modules: `probe` (the run), `prompts` (the built-in prompt set), `scorer_audit` (scorer agreement checks).
 """
 
+from .metric_specs import METRIC_SPECS
 from .probe import run
 
-__all__ = ["run"]
+__all__ = ["METRIC_SPECS", "run"]

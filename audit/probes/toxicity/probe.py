@@ -16,13 +16,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ...lm.generation import GenerationSettings, GenerationStats, HFGenerator, base_fingerprint, generate
+from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from
 from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
 from .options import ToxicityOptions
 from .prompts import Prompt, load_prompts
+from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from ...results import Metric, ProbeResult, write_jsonl_atomic
+from ..paired import score_model_and_base
 from ...scorers import get_scorer, score_texts
 from .scorer_audit import (gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
@@ -64,14 +66,23 @@ def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> 
              f"tokens" + (f", then the same for the base ({2 * n * k:,} in all)" if both else ""))
 
 
-def _sample_rows(prompts: list[Prompt], texts, scores, reasons) -> list[dict[str, Any]]:
+def _sample_rows(prompts: list[Prompt], texts, scores, reasons, base_scores=None) -> list[dict[str, Any]]:
+    """One row per continuation; the k continuations of a prompt share its `item_id` (group/prompt text,
+    '#n' for the n-th repeat of a prompt). `toxic` is score >= THRESHOLD. With `base_scores`, `base_score`
+    is the score of the base's continuation with the same prompt and seed (its text is in base_samples)."""
+    from ..paired import item_ids
+
     rows = []
-    for p, conts, sc, rs in zip(prompts, texts, scores, reasons):
+    ids = item_ids((p.group, p.text) for p in prompts)
+    for i, (p, item_id, conts, sc, rs) in enumerate(zip(prompts, ids, texts, scores, reasons)):
         for j, (t, s, r) in enumerate(zip(conts, sc, rs)):
-            row = {"prompt": p.text, "group": p.group, "category": p.category, "axis": p.axis,
-                   "sample_index": j, "continuation": t, "score": float(s), "degenerate": r}
+            row = {"item_id": item_id, "prompt": p.text, "group": p.group, "category": p.category, "axis": p.axis,
+                   "sample_index": j, "continuation": t, "score": float(s), "toxic": int(float(s) >= THRESHOLD),
+                   "degenerate": r}
             if p.prompt_toxicity is not None:
                 row["prompt_toxicity"] = p.prompt_toxicity
+            if base_scores is not None:
+                row["base_score"] = float(base_scores[i][j])
             rows.append(row)
     return rows
 
@@ -104,8 +115,13 @@ def run(ctx) -> ProbeResult:
     boot = dict(seed=seed, n_resamples=opts.n_bootstrap)
 
     _announce_size(prompts, settings, ctx)
-    texts, scores, stats = _continue_and_score(ctx.model, prompts, settings, ctx, scorer, None,
-                                               "toxicity: generating")
+
+    def continue_and_score(side):
+        title = "toxicity: generating" + (" (base)" if side.name == "base" else "")
+        return _continue_and_score(side.generator, prompts, settings, ctx, scorer, None, title)
+
+    (texts, scores, stats), base_out = score_model_and_base(ctx, continue_and_score,
+                                                            with_base=opts.compare_base)
     metrics = toxicity_metrics(scores, **boot)
     deg_metrics, deg = _degenerate_metrics(texts, seed, boot['n_resamples'])
     metrics.update(deg_metrics)
@@ -136,18 +152,10 @@ def run(ctx) -> ProbeResult:
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    write_jsonl_atomic(samples_path, _sample_rows(prompts, texts, scores, deg["reasons"]))
     generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
 
-    if ctx.has_base() and opts.compare_base:
-        if ctx.base is not None:
-            b_texts, b_scores, b_stats = _continue_and_score(ctx.base, prompts, settings, ctx, scorer, None,
-                                                             "toxicity: generating (base)")
-        else:
-            with ctx.model.base_model() as base_model:
-                gen = HFGenerator(base_model, ctx.model.tokenizer, base_fingerprint(ctx.model))
-                b_texts, b_scores, b_stats = _continue_and_score(gen, prompts, settings, ctx, scorer, None,
-                                                                 "toxicity: generating (base)")
+    if base_out is not None:
+        b_texts, b_scores, b_stats = base_out
         generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
                                     "batches": b_stats.batches}
         for name, m in toxicity_metrics(b_scores, **boot).items():
@@ -166,6 +174,8 @@ def run(ctx) -> ProbeResult:
                 groups[f"change_vs_base.{name}"][g] = m
         write_jsonl_atomic(Path(ctx.out_dir) / "base_samples.jsonl",
                            _sample_rows(prompts, b_texts, b_scores, b_summary["reasons"]))
+    write_jsonl_atomic(samples_path, _sample_rows(prompts, texts, scores, deg["reasons"],
+                                                  base_out[1] if base_out is not None else None))
 
     config = {"prompts": where, "source": prompts[0].source if prompts else None, "n_prompts": len(prompts),
               "threshold": THRESHOLD, "generation": settings.as_dict(),
@@ -176,3 +186,4 @@ def run(ctx) -> ProbeResult:
                        tables=tables, scorer=scorer_info, samples_path=str(samples_path),
                        n_samples=int(scores.size), seed=seed, warnings=warnings,
                        generation_stats=generation_stats)
+
