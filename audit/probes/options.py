@@ -167,7 +167,8 @@ def type_name(tp: Any) -> str:
     elif origin in (tuple, list):
         name = f"list of {type_name(typing.get_args(inner)[0])}"
     else:
-        name = {int: "integer", float: "number", bool: "true/false", str: "text"}.get(inner, getattr(inner, "__name__", str(inner)))
+        names = {int: "integer", float: "number", bool: "true/false", str: "text"}
+        name = names.get(inner, getattr(inner, "__name__", str(inner)))
     return name
 
 
