@@ -213,30 +213,11 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise bad()
-    if inner is int:
-        if isinstance(value, bool):
+    if inner in (int, float):
+        number = _number(value)
+        if number is None or (inner is int and not float(number).is_integer()):
             raise bad()
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise bad() from None
-        raise bad()
-    if inner is float:
-        if isinstance(value, bool):
-            raise bad()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise bad() from None
-        raise bad()
+        return int(number) if inner is int else float(number)
     if inner is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -244,6 +225,22 @@ def coerce(name: str, value: Any, tp: Any) -> Any:
             return str(value)
         raise bad()
     return value  # typing.Any: Python objects through the API (a custom Scorer)
+
+
+def _number(value: Any) -> Optional[float | int]:
+    """A number from a number or a numeric string (ints stay ints); None for anything else, bools included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for parse in (int, float):
+            try:
+                return parse(text)
+            except ValueError:
+                continue
+    return None
 
 
 def suggest(word: str, choices: list[str]) -> str:
