@@ -80,7 +80,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     options = dict(options or {})
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"--seed {seed!r}: expected an integer")
-    typed = resolve_probe_options(resolved, options, seed, limit, say=_say)  # bad options fail before loading
+    option_notes: dict[str, list[str]] = {}  # deprecated option names, kept in each result's warnings
+    typed = resolve_probe_options(resolved, options, seed, limit, say=_say, notes=option_notes)  # before loading
     for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
         check_data_path(key, value)
     out = prepare_out_dir(Path(out))
@@ -124,6 +125,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                                    label=manifest.label)
                 result = runners[shown](ctx)
                 result.options = recordable_options(opts.as_dict())
+                result.warnings = [*option_notes.get(shown, []), *result.warnings]
                 if ctx.sample_record is not None:
                     result.sample = ctx.sample_record.as_dict()
                 return result

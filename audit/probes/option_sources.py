@@ -29,9 +29,10 @@ def _probe_prefix(head: str, where: str, shown_names: list[str]) -> str:
 
 def resolve_probe_options(resolved: list[tuple[str, str, dict[str, Any]]], options: Optional[dict[str, Any]],
                           seed: int, limit: Optional[int] = None,
-                          say: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+                          say: Optional[Callable[[str], None]] = None,
+                          notes: Optional[dict[str, list[str]]] = None) -> dict[str, Any]:
     """`resolved`: (shown name, probe name, extra) per requested probe, e.g. ("rl:lending", "rl", {"env": ...}).
-    Returns shown name -> options object."""
+    Returns shown name -> options object; deprecation warnings go to `say` and, per probe, into `notes`."""
     options = dict(options or {})
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"--limit {limit}: expected an integer >= 1 (leave it out for every item)")
@@ -65,5 +66,11 @@ def resolve_probe_options(resolved: list[tuple[str, str, dict[str, Any]]], optio
         if shown != name:
             raw.update(per_probe.get(shown, {}))
         raw.update(extra)
-        out[shown] = parse_options(cls, raw, probe=shown, seed=seed, say=say)
+        said: list[str] = []
+        out[shown] = parse_options(cls, raw, probe=shown, seed=seed, say=said.append)
+        for message in said:
+            if say is not None:
+                say(message)
+            if notes is not None:
+                notes.setdefault(shown, []).append(message.removeprefix("audit: warning: "))
     return out
