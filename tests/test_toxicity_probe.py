@@ -182,7 +182,8 @@ def test_greedy_reduces_k_with_a_warning(llama, tmp_path):
     old = run_probes(llama, ["toxicity"], tmp_path / "old", cache_dir=tmp_path / "c",
                      options={"toxicity": {"k": 5, "limit": 3, "max_new_tokens": 4, "do_sample": "false"}})
     assert samples(old) == samples(run)
-    assert any("'toxicity.do_sample' is deprecated" in w for w in read_probe_result(old / "toxicity" / "result.json").warnings)
+    old_warnings = read_probe_result(old / "toxicity" / "result.json").warnings
+    assert any("'toxicity.do_sample' is deprecated" in w for w in old_warnings)
 
 
 def test_bad_input_errors(llama, tmp_path):
