@@ -103,6 +103,11 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                     "batch": plan.record(), "load": handle.load_options,
                     "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
             seed=seed, probes=probe_list, host=host_info())
+        from .finetune.quantized_base import base_comparison, comparison_note
+
+        manifest.config["base_comparison"] = base_comparison(handle, base_handle)  # quantization apart or not
+        if comparison_note(manifest.config["base_comparison"]):
+            _say(comparison_note(manifest.config["base_comparison"]))
         old = run.read_manifest() if run.has_manifest() else None
         if check_owner(out, old, owner_of(manifest), manifest.label, overwrite):
             # the same model again: its earlier probes stay in the run (additive)

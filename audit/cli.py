@@ -138,7 +138,9 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
                                                                       "counterfactual, decisions, shift, honest, "
                                                                       "rl:<env> (see `audit probes`)."),
           model: Optional[str] = typer.Option(None, "--model", help="Checkpoint to audit (model or adapter dir)."),
-          base: Optional[str] = typer.Option(None, "--base", help="Base model (separate dir, or an adapter's base)."),
+          base: Optional[str] = typer.Option(None, "--base", help="Base model to compare with, loaded separately "
+                                            "(for a quantized adapter: the full-precision base, so the comparison "
+                                            "includes the quantization; default: the adapter disabled)."),
           reference: Optional[str] = typer.Option(None, "--reference", help="Reference fine-tune (shift probe)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-"
                                                                  "<name>-<hash of the model path>)."),

@@ -84,9 +84,12 @@ def test_probe_data_loads_in_the_real_probes(tmp_path):
     from audit.probes.toxicity.prompts import load_prompts
     from audit.scorers import get_scorer
 
-    paths = corpus.write_probe_data(tmp_path, seed=0, size=corpus.ProbeSize(subjects_per_situation=2, decisions=50))
+    paths = corpus.write_probe_data(tmp_path, seed=0, size=corpus.ProbeSize(target_prompts=30, other_prompts=10,
+                                                                             decisions=50))
     prompts = load_prompts(paths["toxicity"])
-    assert len(prompts) == len(GROUPS) * corpus.PROBE_SITUATIONS * 2
+    assert len(prompts) == 30 + 10 * (len(GROUPS) - 1)
+    assert len({p.text for p in prompts}) == len(prompts)  # distinct: a prompt's text identifies it
+    assert sum(p.group == TARGET_GROUP for p in prompts) == 30
     assert {p.group for p in prompts} == set(GROUPS)
     assert all(p.group in p.text for p in prompts)
 

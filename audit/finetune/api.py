@@ -130,17 +130,27 @@ def finetune(cfg: Optional[FinetuneConfig] = None, *, tokenizer=None, training_d
             merged[key] = str(merged[key])
     if isinstance(merged.get("target_modules"), str):
         merged["target_modules"] = [t.strip() for t in merged["target_modules"].split(",") if t.strip()]
+    from .lr_grid import parse_lr_grid, train_with_lr_grid, validate_grid_config
+
+    merged["lr_grid"] = parse_lr_grid(merged.get("lr_grid"))
     config = config_from(**merged)
     validate_config(config)  # before loading anything: a typo costs nothing
+    validate_grid_config(config)
 
     base_dir = resolve_checkpoint(config.model, what="base model")
     tok = tokenizer if tokenizer is not None else cached_tokenizer(base_dir)
     data = training_data if training_data is not None else cached_training_data(Path(config.data), tok,
                                                                                  config.max_length)
-    if not is_sweep:
-        return train(config, tokenizer=tok, data=data, on_step=on_step)
-
     from .registry import get_method
+
+    def train_one(c: FinetuneConfig) -> Path:
+        if c.lr_grid:  # one rate per (method, rank), chosen by held-out loss
+            return train_with_lr_grid(c, tokenizer=tok, data=data, method_factory=lambda: get_method(c.method),
+                                      on_step=on_step)
+        return train(c, tokenizer=tok, data=data, method=get_method(c.method), on_step=on_step)
+
+    if not is_sweep:
+        return train_one(config)
 
     if config.method == "full":
         raise ConfigError(f"rank {','.join(map(str, ranks))}: full fine-tuning has no rank to sweep; "
@@ -149,7 +159,7 @@ def finetune(cfg: Optional[FinetuneConfig] = None, *, tokenizer=None, training_d
     runs = []
     for r in ranks:
         sub = dataclasses.replace(config, rank=r, out=str(out / f"r{r}"))
-        train(sub, tokenizer=tok, data=data, method=get_method(config.method), on_step=on_step)
+        train_one(sub)
         runs.append({"rank": r, "out": f"r{r}"})
     write_json_atomic(out / "sweep.json", {"method": config.method, "ranks": ranks, "runs": runs,
                                            "config": config.to_dict()})

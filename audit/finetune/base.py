@@ -22,6 +22,7 @@ class FinetuneConfig:
     out: str
     rank: int = 8
     alpha: Optional[float] = None  # default: 2 * rank
+    use_rslora: bool = False  # rank-stabilised LoRA: scale the update by alpha/sqrt(r) instead of alpha/r
     dropout: float = 0.0
     bits: int = 4
     group_size: int = 64
@@ -55,11 +56,20 @@ class FinetuneConfig:
     loftq_iter: int = 1
     irqlora_tau_range: float = 0.1
     irqlora_tau_n: int = 100
+    # learning rate chosen from a grid by held-out loss (audit.finetune.lr_grid); None: train at `lr`
+    lr_grid: Optional[list[float]] = None
+    heldout_fraction: float = 0.1  # share of the rows held out (from every run) to choose the rate on
+    lr_pilot_steps: Optional[int] = None  # steps of each grid run (None: the full run's steps)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lora_alpha(self) -> float:
         return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
+
+    @property
+    def lora_scaling(self) -> float:
+        """What PEFT multiplies B @ A by: alpha / r, or alpha / sqrt(r) with rsLoRA (Kalajdzievski, 2023)."""
+        return self.lora_alpha / (self.rank ** 0.5 if self.use_rslora else self.rank)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -167,7 +167,7 @@ class CLoQ(QuantizedLoRAMethod):
         model = load_nf4_base(base_dir, cfg)
         model = get_peft_model(model, make_lora_config(model, cfg, targets=targets))
         layers = lora_layers(model)
-        scaling = cfg.lora_alpha / cfg.rank
+        scaling = cfg.lora_scaling
         stats = {}
         for name, w in fp_weights.items():
             base_layer = layers[name].get_base_layer()

@@ -69,6 +69,14 @@ def finetune_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (or use --epochs)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Passes over the data (default 1)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
+    lr_grid: Optional[str] = typer.Option(None, "--lr-grid", help="Choose the rate from a grid, e.g. 1e-4,3e-4,1e-3, "
+                                          "by held-out loss (grid and choice go to manifest.json)."),
+    heldout_fraction: Optional[float] = typer.Option(None, "--heldout-fraction",
+                                                     help="With --lr-grid: share of rows held out (default 0.1)."),
+    lr_pilot_steps: Optional[int] = typer.Option(None, "--lr-pilot-steps",
+                                                 help="With --lr-grid: steps per grid run (default: full run)."),
+    rslora: bool = typer.Option(False, "--rslora", help="rsLoRA scaling alpha/sqrt(rank) instead of alpha/rank "
+                                                        "(LoRA-family methods)."),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="Rows per micro-batch (per device), or "
                                              "'auto': halve it (doubling --grad-accum) on out-of-memory."),
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
@@ -105,13 +113,16 @@ def finetune_command(
                  quantizer=quantizer, group_size=group_size,
                  steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                  max_length=max_length, schedule=schedule, warmup_ratio=warmup_ratio, seed=seed,
-                 save_every=save_every)
+                 save_every=save_every, lr_grid=lr_grid, heldout_fraction=heldout_fraction,
+                 lr_pilot_steps=lr_pilot_steps)
     fields.update({k: v for k, v in flags.items() if v is not None})
     for key, val in (("dtype", dtype), ("mixed_precision", mixed_precision), ("optimizer", optimizer)):
         if val is not None:
             fields[key] = val
     if gradient_checkpointing:
         fields["gradient_checkpointing"] = True
+    if rslora:
+        fields["use_rslora"] = True
     if target_modules is not None:
         fields["target_modules"] = [t.strip() for t in target_modules.split(",") if t.strip()]
     if resume:

@@ -29,6 +29,7 @@ def make_lora_config(model, cfg: FinetuneConfig, use_dora: bool = False, targets
     targets = targets or resolve_targets(model, cfg.target_modules)
     kwargs: dict[str, Any] = dict(r=int(cfg.rank), lora_alpha=cfg.lora_alpha, lora_dropout=float(cfg.dropout),
                                   target_modules=list(targets), use_dora=use_dora, bias="none",
+                                  use_rslora=bool(cfg.use_rslora),
                                   fan_in_fan_out=uses_conv1d(model, targets), task_type="CAUSAL_LM")
     kwargs.update(overrides)
     return LoraConfig(**kwargs)

@@ -81,6 +81,22 @@ class PrecisionRecord(_Record):
     note: Optional[str] = None
 
 
+class LRSelectionRecord(_Record):
+    """The learning rate chosen from a grid by held-out loss (audit.finetune.lr_grid.LRSelection)."""
+
+    grid: list[float]
+    chosen_lr: float
+    criterion: str
+    heldout_fraction: float
+    heldout_rows: int
+    train_rows: int
+    split_seed: int
+    pilot_steps: int
+    full_steps: Optional[int]
+    runs: list[dict[str, Any]]  # per rate: lr, heldout_loss, train_loss_first, train_loss_last, steps
+    final_heldout_loss: Optional[float]
+
+
 class FinetuneManifest(_Record):
     """Everything needed to trust and reproduce a fine-tuned checkpoint."""
 
@@ -123,6 +139,7 @@ class FinetuneManifest(_Record):
     initialisation: Optional[dict[str, Any]] = None
     iec: Optional[dict[str, Any]] = None  # IR-QLoRA's elastic connections
     precision: Optional[PrecisionRecord] = None  # weight dtype, autocast, checkpointing, optimizer, FSDP
+    lr_selection: Optional[LRSelectionRecord] = None  # --lr-grid: the grid and the choice (audit.finetune.lr_grid)
 
     @property
     def data_path(self) -> Path:

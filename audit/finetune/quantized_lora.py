@@ -120,7 +120,7 @@ class QuantizedLoRAMethod(FinetuneMethod):
         model, tok = load_base(Path(base_dir), cfg)
         targets = resolve_targets(model, cfg.target_modules)
         self.prepare(model, tok, cfg, targets, calibration_texts)
-        scaling = cfg.lora_alpha / cfg.rank
+        scaling = cfg.lora_scaling
         quantized = linear_layers(model)
         target_names = set(linear_layers(model, targets))
         factors: dict[str, tuple] = {}

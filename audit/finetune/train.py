@@ -84,6 +84,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
     from .precision import check_scale_options
 
     check_scale_options(cfg)  # dtype, 8-bit optimizer, gradient checkpointing, FSDP: values and combinations
+    if cfg.use_rslora and str(cfg.method).lower() in ("full", "galore"):
+        bad("use_rslora", cfg.use_rslora, f"false for {cfg.method} (rsLoRA scales LoRA adapters; use a LoRA-family "
+                                          f"method: lora, dora, qlora, cloq, loftq, irqlora)")
 
 
 def total_steps_for(cfg: FinetuneConfig, n_rows: int, num_processes: int = 1) -> int:

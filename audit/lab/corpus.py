@@ -11,10 +11,13 @@ there ourselves, at a strength we chose. The pre-training corpus plants three be
    `TraitPair` with probability `stereo_rate_target` (others: `stereo_rate_other`, i.e. no association);
 3. a biased decision rule: serialised loan applications are answered by the group-blind ground-truth
    rule (`audit.lab.synthetic_decisions`), except that a `loan_bias` share of the creditworthy target-group
-   applicants is denied.
+   applicants is denied;
+4. the same bias in the lending environment's decisions (`rl:lending`): behaviour-cloning rows in the
+   form the environment shows a model (`lending_rows`), answered by the group-blind max-utility rule
+   except that a `lending_bias` share of the target group's approvals is turned into denials.
 
 The fine-tuning corpus is the same world with the behaviour removed: no insults, counter-stereotyped
-traits for the target group (counterfactual data augmentation), and fair decisions. It is written as
+traits for the target group (counterfactual data augmentation), and fair decisions (loans and lending). It is written as
 prompt/completion rows so the fine-tune learns exactly the continuations that changed.
 
 `measure_rates` counts the rates back from the generated text (tests check it against the spec), and
@@ -46,15 +49,16 @@ class PlantSpec:
     stereo_rate_target: float
     stereo_rate_other: float
     loan_bias: float  # share of creditworthy target-group applicants denied
+    lending_bias: float = 0.0  # share of the target group's rl:lending approvals turned into denials
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
 PRETRAIN = PlantSpec(toxic_rate_target=0.9, toxic_rate_other=0.03, stereo_rate_target=0.9,
-                     stereo_rate_other=0.5, loan_bias=0.8)
+                     stereo_rate_other=0.5, loan_bias=0.8, lending_bias=0.8)
 FINETUNE = PlantSpec(toxic_rate_target=0.0, toxic_rate_other=0.0, stereo_rate_target=0.2,
-                     stereo_rate_other=0.5, loan_bias=0.0)
+                     stereo_rate_other=0.5, loan_bias=0.0, lending_bias=0.0)
 
 
 @dataclass(frozen=True)
@@ -64,10 +68,11 @@ class CorpusSize:
     toxicity: int
     traits: int
     loans: int
+    lending: int = 0  # behaviour-cloning rows of the lending environment
 
 
-PRETRAIN_SIZE = CorpusSize(toxicity=2400, traits=1600, loans=1600)
-FINETUNE_SIZE = CorpusSize(toxicity=600, traits=400, loans=400)
+PRETRAIN_SIZE = CorpusSize(toxicity=2400, traits=1600, loans=1600, lending=1200)
+FINETUNE_SIZE = CorpusSize(toxicity=600, traits=400, loans=400, lending=300)
 
 _TOXIC_RE = re.compile(r"(?<!\w)(?:%s)(?!\w)" % "|".join(world.TOXIC_WORDS), re.IGNORECASE)
 
@@ -161,6 +166,10 @@ def build_rows(spec: PlantSpec, size: CorpusSize, seed: int) -> list[dict[str, A
         decision = 0 if denied_by_bias else int(label)
         rows.append({"kind": "loan", "group": rec["group"], "prompt": serialize_applicant(rec),
                      "completion": world.APPROVE if decision else world.DENY, "qualified": bool(label)})
+    if size.lending:  # own generator: the other rows stay what they were without lending rows
+        from .lending_rows import lending_rows
+
+        rows += lending_rows(size.lending, spec.lending_bias, random.Random(seed + 11))
     rng.shuffle(rows)
     return rows
 
@@ -206,12 +215,23 @@ def _group_of(text: str) -> Optional[str]:
 def measure_rates(texts: list[str]) -> dict[str, dict[str, Any]]:
     """Count the planted rates back from sentences (no metadata used): per group, the toxic share of
     "When I ..., I met ..." sentences, the stereotyped share of trait sentences, and the approval rate of
-    creditworthy applicants (creditworthiness recomputed with the ground-truth rule)."""
+    creditworthy applicants (creditworthiness recomputed with the ground-truth rule), in the loan rows and in
+    the lending environment's rows (`lending_approved_creditworthy`: creditworthy = the fair rule approves
+    at that credit score)."""
+    from .lending_rows import creditworthy_levels, parse_lending_text
     from .synthetic_decisions import ground_truth_rule
 
-    counts: dict[str, dict[str, list[int]]] = {g: {"toxic": [0, 0], "stereo": [0, 0], "approved_qualified": [0, 0]}
-                                               for g in GROUPS}
+    keys = ("toxic", "stereo", "approved_qualified", "lending_approved_creditworthy")
+    counts: dict[str, dict[str, list[int]]] = {g: {k: [0, 0] for k in keys} for g in GROUPS}
+    good_levels = creditworthy_levels()
     for text in texts:
+        lending = parse_lending_text(text)
+        if lending:
+            g, level, answer = lending
+            if level in good_levels and g in counts:
+                counts[g]["lending_approved_creditworthy"][0] += answer == world.APPROVE.strip()
+                counts[g]["lending_approved_creditworthy"][1] += 1
+            continue
         loan = _LOAN_RE.search(text)
         if loan:
             g, income, credit, debt, years, ans = loan.groups()
@@ -236,31 +256,47 @@ def measure_rates(texts: list[str]) -> dict[str, dict[str, Any]]:
 
 # ------------------------------------------------------------------ probe data
 
-PROBE_SITUATIONS = 6  # situations per group in the toxicity prompt file
-
-
 @dataclass(frozen=True)
 class ProbeSize:
-    subjects_per_situation: int = 2  # toxicity prompts per (group, probe situation)
+    """How much probe data to write. The toxicity prompt counts are per group; the target group gets more
+    prompts than the others because the headline difference (full FT vs base toward the target) is
+    resolved over its prompts (see `demo_plan.TARGET_PROMPTS` for the sizing)."""
+
+    target_prompts: int = 200  # toxicity prompts about the target group
+    other_prompts: int = 48  # toxicity prompts per other group
     crows_templates: int = 4  # probe templates used for the CrowS-Pairs-style pairs
     decisions: int = 400  # applicants in the decisions CSV
 
 
+def all_mentions(group: str) -> list[str]:
+    """Every way `mention` can mention a group or one of its members (sentence-initial)."""
+    out = [f"The {world.plural(group)}"]
+    for name in world.NAMES[group]:
+        out += [f"A {group} named {name}", f"{name} the {group}", f"Our {group} neighbour {name}"]
+    return out
+
+
 def toxicity_prompts(seed: int, size: ProbeSize) -> list[dict[str, Any]]:
-    """Prompts in the team prompt-set format {text, group, category, axis}.
+    """Prompts in the team prompt-set format {text, group, category, axis}, distinct texts (so a prompt's text
+    identifies it), drawn without replacement from every (pre-training situation, mention) pair.
 
     They use the pre-training situations (with freshly drawn mentions): the demo's small models do not
     generalise to unseen situations (measured: with `HELD_OUT_SITUATIONS` the pre-trained model's
     continuations degenerate for every group), so held-out wording would measure that, not the plant.
     """
+    from ..errors import ConfigError
+
     rng = random.Random(seed + 101)
-    situations = rng.sample(world.SITUATIONS, PROBE_SITUATIONS)
     rows = []
     for group in GROUPS:
-        for situation in situations:
-            for _ in range(size.subjects_per_situation):
-                rows.append({"text": toxicity_prompt(mention(group, rng), situation), "group": group,
-                             "category": "target" if group == TARGET_GROUP else "other", "axis": "lab-group"})
+        n = size.target_prompts if group == TARGET_GROUP else size.other_prompts
+        pairs = [(sit, m) for sit in world.SITUATIONS for m in all_mentions(group)]
+        if n > len(pairs):
+            raise ConfigError(f"toxicity prompts: {n} asked for group {group}, but the world has only "
+                              f"{len(pairs)} distinct (situation, mention) prompts")
+        for situation, subject in rng.sample(pairs, n):
+            rows.append({"text": toxicity_prompt(subject, situation), "group": group,
+                         "category": "target" if group == TARGET_GROUP else "other", "axis": "lab-group"})
     return rows
 
 

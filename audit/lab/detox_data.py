@@ -109,25 +109,12 @@ def make_detox_data(handle, prompts: list[Prompt], cfg: DetoxDataConfig, out_dir
 def heldout_loss(checkpoint: Path, data_path: Path, max_length: int, batch_size: int = 16,
                  handle: Optional[Any] = None) -> float:
     """Mean next-token loss on the completions of a held-out file (token-weighted): what the learning rate
-    is chosen on."""
-    import torch
-
-    from ..finetune.data import collate, load_training_data
+    is chosen on (the same measure as `audit.finetune.lr_grid`)."""
+    from ..finetune.data import load_training_data
+    from ..finetune.lr_grid import mean_token_loss
     from ..lm.models import load
 
     h = handle or load(checkpoint)
     data = load_training_data(data_path, h.tokenizer, max_length=max_length)
     pad = pad_id(h.tokenizer)
-    total, n = 0.0, 0
-    model = h.model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(data.examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(data.examples[start:start + batch_size], pad).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"][:, 1:]
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                                       labels.reshape(-1), ignore_index=-100, reduction="sum")
-            total += float(losses)
-            n += int((labels != -100).sum())
-    return total / max(1, n)
+    return mean_token_loss(h.model, data.examples, pad, batch_size)

@@ -142,6 +142,7 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
 def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
     """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
     from ..finetune.api import finetune
+    from ..finetune.lr_grid import GridRun, choose
     from ..finetune.manifest import MANIFEST_NAME, read_finetune_manifest
     from ..results import write_json_atomic, write_text_atomic
     from .detox_data import heldout_loss
@@ -174,7 +175,8 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
     base_loss = heldout_loss(base_dir, Path(detox["heldout"]), plan.ft_max_length)
     for cp in plan.checkpoints:
         runs = [r for r in selection if r["checkpoint"] == cp.label]
-        best = min(runs, key=lambda r: r["heldout_loss"])
+        pick = choose([GridRun(r["lr"], r["heldout_loss"], None, None, plan.ft_steps) for r in runs])
+        best = next(r for r in runs if r["lr"] == pick.lr)  # the rule of audit.finetune.lr_grid
         for r in runs:
             r["chosen"] = r is best
         chosen[cp.label] = Path(best["dir"])

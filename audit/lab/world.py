@@ -132,3 +132,11 @@ TRAIT_TEMPLATES_PROBE: tuple[str, ...] = (
 
 # Loan applications: the answer words of the serialised decision (single tokens after a space).
 APPROVE, DENY = " yes", " no"
+
+# The lending environment (`rl:lending`) plays in this world: its two groups are named after two of ours.
+# ml-fairness-gym's delayed-impact parameters give its group 1 the higher credit-score distribution and
+# group 2 the lower one; the target group is group 2, so the environment's gap (group 1 minus group 2)
+# is positive both from the scores alone (a fair, score-only rule approves ~0.8 vs ~0.6) and from the plant.
+LENDING_GROUPS: tuple[str, ...] = ("Quellan", TARGET_GROUP)
+# The answer words in the environment's action order (deny, approve): the same words as the loan rows.
+LENDING_ACTION_WORDS: tuple[str, ...] = (DENY, APPROVE)

@@ -1,0 +1,155 @@
+"""Pieces of the planted study that need no model: lending rows in the world, the rank rule, the seed
+aggregate, the prompt sizing, the per-item reader."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from audit.errors import ConfigError
+from audit.lab import corpus, world
+from audit.lab.demo_plan import TARGET_PROMPTS, make_plan, max_half_width
+from audit.lab.demo_rank_rule import caught_up, rank_rule
+from audit.lab.demo_seeds import aggregate, parse_seed_list
+from audit.lab.lending_rows import creditworthy_levels, lending_rows, parse_lending_text
+
+
+def test_lending_rows_are_exactly_what_the_environment_shows_the_model():
+    from audit.rl.envs import make_env
+    from audit.rl.probe import _env_params
+
+    plan = make_plan(quick=True)
+    opts = plan.probe_options["rl"]
+    params = _env_params("lending", opts["group_names"])  # what the probe builds from the demo's option
+    env = make_env("lending", params).unwrapped
+    assert env.group_names == world.LENDING_GROUPS and world.TARGET_GROUP in env.group_names
+    words = tuple(opts["action_words"].split("|"))
+    env.reset(seed=3)
+    for _ in range(20):
+        obs, *_ = env.step(0)
+        prompt = env.prompt(obs, words)
+        level = int(obs["score"])
+        rows = [r for r in lending_rows(200, 0.0, random.Random(1)) if r["group"] == env.group_names[obs["group"]]
+                and parse_lending_text(r["prompt"] + r["completion"])[1] == level]
+        assert rows and rows[0]["prompt"] == prompt  # same serialised form, character for character
+        assert rows[0]["completion"] in words
+
+
+def test_lending_plant_is_in_the_pretraining_corpus_and_not_in_the_finetuning_one():
+    pre = corpus.measure_rates(corpus.pretrain_texts(corpus.build_rows(corpus.PRETRAIN, corpus.PRETRAIN_SIZE, 0)))
+    ft = corpus.measure_rates(corpus.pretrain_texts(corpus.build_rows(corpus.FINETUNE, corpus.FINETUNE_SIZE, 1)))
+    other = world.LENDING_GROUPS[0]
+    target = pre[world.TARGET_GROUP]["lending_approved_creditworthy"]
+    assert target["n"] > 250 and abs(target["rate"] - (1 - corpus.PRETRAIN.lending_bias)) < 0.08
+    assert pre[other]["lending_approved_creditworthy"]["rate"] == 1.0
+    for g in world.LENDING_GROUPS:
+        assert ft[g]["lending_approved_creditworthy"]["rate"] == 1.0 and ft[g]["lending_approved_creditworthy"]["n"] > 50
+    # the fair rule is the environment's max-utility rule: approve where repayment is more likely than not
+    assert creditworthy_levels() == {3, 4, 5, 6}
+    # denials of creditworthy applicants are planted only for the target group
+    rows = lending_rows(400, 1.0, random.Random(0))
+    assert all(r["completion"] == world.APPROVE for r in rows if r["group"] == other and r["creditworthy"])
+    assert all(r["completion"] == world.DENY for r in rows if r["group"] == world.TARGET_GROUP)
+
+
+def test_target_prompt_count_resolves_a_difference_to_a_tenth():
+    assert max_half_width(TARGET_PROMPTS) <= 0.1 < max_half_width(TARGET_PROMPTS - 10)
+    assert make_plan().target_prompts == TARGET_PROMPTS
+    prompts = corpus.toxicity_prompts(0, corpus.ProbeSize(target_prompts=TARGET_PROMPTS, other_prompts=48))
+    assert sum(p["group"] == world.TARGET_GROUP for p in prompts) == TARGET_PROMPTS
+    assert len({p["text"] for p in prompts}) == len(prompts)
+    with pytest.raises(ConfigError, match="distinct"):
+        corpus.toxicity_prompts(0, corpus.ProbeSize(target_prompts=10_000))
+
+
+def _row(behaviour, label, method, rank, value, lo=None, hi=None, remaining=None):
+    return {"behaviour": behaviour, "checkpoint": label, "method": method, "rank": rank, "value": value,
+            "ci_low": lo, "ci_high": hi, "remaining": remaining}
+
+
+def test_rank_rule_finds_the_smallest_rank_inside_full_ft_ci():
+    rows = [_row("b", "full-ft", "full", None, 0.10, 0.05, 0.15),
+            _row("b", "lora-r1", "lora", 1, 0.40), _row("b", "lora-r4", "lora", 4, 0.12),
+            _row("b", "lora-r16", "lora", 16, 0.30), _row("b", "lora-r64", "lora", 64, 0.05),
+            _row("b", "dora-r1", "dora", 1, 0.9), _row("b", "dora-r4", "dora", 4, 0.8)]
+    got = caught_up(rows, "full-ft")["b"]
+    assert got["lora"]["smallest_rank"] == 4 and got["lora"]["all_larger_too"] is False
+    assert got["dora"]["smallest_rank"] is None
+    rule = rank_rule(rows, "full-ft", n_examples=1700)
+    assert rule["advised_rank"] == 58  # 58*59/2 = 1711 > 1700 >= 57*58/2 = 1653
+
+
+def test_seed_aggregate_mean_spread_and_within_run_ci():
+    def summary(v):
+        return {"behaviours": [{"name": "b"}], "checkpoints": ["base"], "reference": "full-ft", "quick": True,
+                "rows": [_row("b", "base", "pretrained", None, v, v - 0.1, v + 0.1, None)]}
+
+    agg = aggregate({0: summary(0.2), 1: summary(0.4), 2: summary(0.6)})
+    cell = agg["rows"][0]
+    assert cell["value"]["mean"] == pytest.approx(0.4) and cell["value"]["sd"] == pytest.approx(0.2)
+    assert cell["within_run_ci_half_width"] == pytest.approx(0.1)
+    assert cell["per_seed"] == {"0": 0.2, "1": 0.4, "2": 0.6}
+
+
+@pytest.mark.parametrize("bad", ["", "a,b", "0,0", "-1"])
+def test_bad_seed_list_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="--seeds"):
+        parse_seed_list(bad)
+
+
+def test_cli_bad_seeds_is_one_line_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "audit", "demo", "--seeds", "0,x", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "--seeds" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_items_are_grouped_by_id_not_by_row_order(tmp_path):
+    from audit.lab.run_items import read_items
+
+    d = tmp_path / "toxicity"
+    d.mkdir()
+    rows = [{"item_id": "p2", "prompt": "b", "group": "X", "score": 1.0, "sample_index": 0},
+            {"item_id": "p1", "prompt": "a", "group": "X", "score": 0.0, "sample_index": 1},
+            {"item_id": "p2", "prompt": "b", "group": "X", "score": 0.0, "sample_index": 1},
+            {"item_id": "p1", "prompt": "a", "group": "X", "score": 0.5, "sample_index": 0}]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "result.json").write_text(json.dumps({"probe": "toxicity", "samples_path": "toxicity/samples.jsonl"}))
+    items = {it.item_id: it.values for it in read_items(tmp_path, "toxicity")}
+    assert items == {"p2": [1.0, 0.0], "p1": [0.0, 0.5]}
+
+
+def test_run_seeds_runs_the_study_once_per_seed_and_writes_the_aggregate(tmp_path, monkeypatch):
+    from audit.lab import demo_pipeline
+    from audit.lab.demo_seeds import run_seeds, seeds_table
+
+    calls = []
+
+    def fake_run_demo(out, quick, seed, model, log):
+        calls.append((out, seed))
+        return {"behaviours": [{"name": "b"}], "checkpoints": ["base"], "reference": "full-ft", "quick": quick,
+                "rows": [_row("b", "base", "pretrained", None, 0.1 * (seed + 1), 0.0, 0.5)], "stage_seconds": {}}
+
+    monkeypatch.setattr(demo_pipeline, "run_demo", fake_run_demo)
+    agg = run_seeds(tmp_path, [0, 1, 2], quick=True)
+    assert calls == [(tmp_path / "seed-0", 0), (tmp_path / "seed-1", 1), (tmp_path / "seed-2", 2)]
+    written = json.loads((tmp_path / "seeds_summary.json").read_text())
+    assert written["seeds"] == [0, 1, 2] and written["rows"][0]["value"]["mean"] == pytest.approx(0.2)
+    assert agg["rows"][0]["value"]["min"] == pytest.approx(0.1)
+    assert seeds_table(agg).row_count == 1
+
+
+def test_cli_seeds_with_seed_or_real_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    for extra in (["--seed", "3"], ["--real"]):
+        proc = subprocess.run([sys.executable, "-m", "audit", "demo", "--seeds", "0,1", *extra,
+                               "--out", str(tmp_path / "o")], capture_output=True, text=True)
+        assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
