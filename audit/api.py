@@ -14,6 +14,7 @@ from . import __version__, distributed
 from .errors import ConfigError
 from .lm.models import ModelHandle, load
 from .probes import ProbeContext, get_probe, split_probe_name
+from .probes.option_sources import resolve_probe_options
 from .lm.generation import default_cache_dir
 from .rundir import (RunDir, check_data_path, check_owner, owner_of, prepare_out_dir, probe_dir_name,  # noqa: F401
                      validate_probe_name)
@@ -28,21 +29,6 @@ def _as_handle(m: Optional[ModelLike], **load_kwargs) -> Optional[ModelHandle]:
     return load(m, **load_kwargs)
 
 
-def _options_for(probe: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Options for one probe: `{"toxicity": {...}}`, `{"toxicity.k": 5}` or global `{"k": 5}`."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if isinstance(value, dict):
-            if key == probe:
-                out.update(value)
-            continue
-        if "." in key:
-            head, sub = key.split(".", 1)
-            if head == probe:
-                out[sub] = value
-        else:
-            out.setdefault(key, value)
-    return out
 
 
 def recordable_options(value: Any) -> Any:
@@ -65,13 +51,15 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
                options: Optional[dict[str, Any]] = None, seed: int = 0, batch_size: int | str | None = None,
                label: Optional[str] = None, cache_dir: str | Path | None = None,
                apply_chat_template: bool = False, system_prompt: Optional[str] = None, overwrite: bool = False,
-               **load_kwargs) -> Path:
+               limit: Optional[int] = None, **load_kwargs) -> Path:
     """Run the named probes on a checkpoint and write a run directory. Returns its path.
 
     `model`, `base`, `reference` may be paths or already-loaded handles (a notebook loads once and
     reuses). For an adapter checkpoint the base is the adapter-disabled model unless `base` is given.
     `batch_size` is a number or "auto" (audit.lm.batching; default 32, or the runtime default).
     `apply_chat_template` wraps every prompt in the checkpoint's chat template (audit.lm.chat_template).
+    `options` are checked against each probe's options class (audit.probes.options) before anything loads;
+    `limit` is every probe's `limit` (a seeded stratified sample, recorded in each result's `sample`).
     A directory belongs to one model: a second run of the same model adds its probes; a run of another
     model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
     Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
@@ -92,6 +80,8 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     options = dict(options or {})
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"--seed {seed!r}: expected an integer")
+    option_notes: dict[str, list[str]] = {}  # deprecated option names, kept in each result's warnings
+    typed = resolve_probe_options(resolved, options, seed, limit, say=_say, notes=option_notes)  # before loading
     for key, value in (data or {}).items():  # a missing file or a device fails now, not after loading models
         check_data_path(key, value)
     out = prepare_out_dir(Path(out))
@@ -108,6 +98,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             reference=ref_handle.describe() if ref_handle else None,
             label=label or handle.name,
             config={"probes": probe_list, "data": dict(data or {}), "options": recordable_options(options),
+                    "limit": limit,
                     "batch_size": plan.size,
                     "batch": plan.record(), "load": handle.load_options,
                     "chat_template": chat.record() if chat else dict(chat_template.NOT_APPLIED)},
@@ -131,13 +122,18 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             run.write_result(shown, ProbeResult(probe=shown, status="unfinished", **made_by))
 
             def run_one(size: int, shown=shown, name=name, extra=extra, probe_out=probe_out) -> ProbeResult:
+                opts = typed[shown]
                 ctx = ProbeContext(model=handle, out_dir=probe_out, base=base_handle, reference=ref_handle,
-                                   data=dict(data or {}), options={**_options_for(name, options),
-                                                                   **_options_for(shown, options), **extra},
-                                   seed=seed, batch_size=size,
+                                   data=dict(data or {}), options=opts.as_dict(), opts=opts,
+                                   seed=opts.run_seed, batch_size=size,
                                    cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                                    label=manifest.label)
-                return runners[shown](ctx)
+                result = runners[shown](ctx)
+                result.options = recordable_options(opts.as_dict())
+                result.warnings = [*option_notes.get(shown, []), *result.warnings]
+                if ctx.sample_record is not None:
+                    result.sample = ctx.sample_record.as_dict()
+                return result
 
             t0, started_at = time.time(), now_iso()
             audited = [h.model for h in (handle, base_handle, ref_handle) if h is not None]  # not scorers' models
@@ -147,7 +143,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
             result.chat_template = chat.record() if chat else dict(chat_template.NOT_APPLIED)
             result.batch_size = plan.size
             result.probe = shown
-            result.seed = seed
+            result.seed = typed[shown].run_seed
             result.finished_at = now_iso()
             result.seconds = round(time.time() - t0, 3)
             result.status = "complete"

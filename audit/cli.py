@@ -134,9 +134,10 @@ def _placement_text(placement: Optional[dict]) -> Optional[str]:
 
 
 @app.command()
-def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: toxicity, crows_pairs, bbq, "
-                                                               "counterfactual, decisions, shift, honest, rl:<env>."),
-          model: str = typer.Option(..., "--model", help="Checkpoint to audit (model or adapter dir)."),
+def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-separated: toxicity, crows_pairs, bbq, "
+                                                                      "counterfactual, decisions, shift, honest, "
+                                                                      "rl:<env> (see `audit probes`)."),
+          model: Optional[str] = typer.Option(None, "--model", help="Checkpoint to audit (model or adapter dir)."),
           base: Optional[str] = typer.Option(None, "--base", help="Base model to compare with, loaded separately "
                                             "(for a quantized adapter: the full-precision base, so the comparison "
                                             "includes the quantization; default: the adapter disabled)."),
@@ -144,13 +145,20 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
           out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default audit-runs/<method>-r<rank>-"
                                                                  "<name>-<hash of the model path>)."),
           data: Optional[List[str]] = typer.Option(None, "--data", help="KEY=PATH, e.g. crows_pairs=file.csv"),
-          option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="[PROBE.]KEY=VALUE probe option."),
+          option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="[PROBE.]KEY=VALUE probe option "
+                                                                                  "(see `audit probes`)."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Score a seeded sample of N items per probe, "
+                                                                    "stratified over its groups and prompt kinds."),
+          config: Optional[Path] = typer.Option(None, "--config", help="YAML/JSON file with the same fields (probes, "
+                                                                       "model, data, options, limit, seed, ...); "
+                                                                       "flags override it."),
+          list_probes: bool = typer.Option(False, "--list", help="List every probe with its options and metrics."),
           corpus: Optional[List[str]] = typer.Option(None, "--corpus", help="Text/JSONL corpus for the shift probe."),
           episodes: Optional[int] = typer.Option(None, "--episodes", help="rl: episodes per seed."),
           horizon: Optional[int] = typer.Option(None, "--horizon", help="rl: steps per episode."),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="rl: comma-separated seeds."),
-          seed: int = typer.Option(0, "--seed"),
-          batch_size: str = typer.Option("32", "--batch-size", help=BATCH_HELP),
+          seed: Optional[int] = typer.Option(None, "--seed", help="Seed for sampling, bootstrap and --limit (0)."),
+          batch_size: Optional[str] = typer.Option(None, "--batch-size", help=BATCH_HELP + " Default 32."),
           label: Optional[str] = typer.Option(None, "--label", help="Name shown in reports."),
           load_in_4bit: bool = typer.Option(False, "--4bit"),
           allow_pickle: bool = typer.Option(False, "--allow-pickle"),
@@ -169,20 +177,41 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
 
     A run directory belongs to one model: probing the same model again adds probes; another model needs
     --overwrite; a second process writing the same --out is refused."""
+    if list_probes:
+        from .probes.docs import print_probes
+
+        print_probes()
+        return
     from .api import run_probes
     from .lm.runtime import RuntimeOptions
+    from .probes.run_config import ProbeRunConfig, check_required, load_run_config, merged
 
+    cfg = load_run_config(config) if config is not None else ProbeRunConfig()
+    probe_names = probes.split(",") if probes else cfg.probes
+    model = merged(model, cfg.model)
+    check_required(probe_names, model)
+    base, reference, label = merged(base, cfg.base), merged(reference, cfg.reference), merged(label, cfg.label)
+    out = merged(out, Path(cfg.out) if cfg.out else None)
+    limit, seed = merged(limit, cfg.limit), merged(seed, cfg.seed)
+    seed = 0 if seed is None else seed
+    dtype, device = merged(dtype, cfg.dtype), merged(device, cfg.device)
+    batch_size = merged(batch_size, None if cfg.batch_size is None else str(cfg.batch_size)) or "32"
+    load_in_4bit = load_in_4bit or bool(cfg.load_in_4bit)
+    apply_chat_template = apply_chat_template or bool(cfg.apply_chat_template)
+    system_prompt = merged(system_prompt, cfg.system_prompt)
     rt = RuntimeOptions(dtype=dtype, device=device, batch_size=batch_size)  # one-line errors before loading
     from .lm.big_model import check_split_options
 
     check_split_options(device_map, max_memory)
 
-    opts: dict = dict(parse_key_values(option, "--option"))
+    opts: dict = {**cfg.flat_options(), **parse_key_values(option, "--option")}
     if corpus:
         opts["shift.corpora"] = list(corpus)
     for key, val in (("episodes", episodes), ("horizon", horizon), ("seeds", seeds)):
         if val is not None:
             opts[f"rl.{key}"] = val
+    data_paths = {**cfg.data, **parse_key_values(data, "--data")}
+    _check_probe_options(probe_names, opts, seed, limit, config, cfg.flat_options(), cfg.limit)
     target = model
     if out is None:  # the default name needs the method and rank: load once here, pass the handle on
         from .lm.models import load
@@ -200,16 +229,43 @@ def probe(probes: str = typer.Option(..., "--probes", help="Comma-separated: tox
         out = default_run_dir(model, method, rank, label)
         typer.echo(f"run directory: {out}", err=True)
     run_dir = out
-    run_probes(target, probes.split(","), run_dir, base=base, reference=reference,
-               data=parse_key_values(data, "--data"), options=opts, seed=seed, batch_size=rt.batch_size,
+    run_probes(target, probe_names, run_dir, base=base, reference=reference,
+               data=data_paths, options=opts, seed=seed, batch_size=rt.batch_size,
                label=label, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                trust_remote_code=trust_remote_code, dtype=dtype, device=device,
                device_map=device_map, max_memory=max_memory,
-               apply_chat_template=apply_chat_template, system_prompt=system_prompt, overwrite=overwrite)
+               apply_chat_template=apply_chat_template, system_prompt=system_prompt, overwrite=overwrite,
+               limit=limit)
     from .distributed import current_world
 
     if current_world().is_main:  # under torchrun / accelerate launch only rank 0 wrote the run directory
         _print_run_summary(run_dir)
+
+
+def _check_probe_options(probe_names, opts: dict, seed: int, limit, config: Optional[Path],
+                         file_opts: Optional[dict] = None, file_limit: Optional[int] = None) -> None:
+    """Typed options of every requested probe, checked before any model loads (run_probes checks again):
+    first the config file's own options, so an error there names the file, then the merged ones."""
+    from .probes import split_probe_name
+    from .probes.option_sources import resolve_probe_options
+    from .rundir import validate_probe_name
+
+    names = [validate_probe_name(p.strip()) for p in probe_names if p and p.strip()]
+    resolved = [(p, *split_probe_name(p)) for p in names]
+    if config is not None:
+        try:
+            resolve_probe_options(resolved, file_opts or {}, seed, file_limit)
+        except ConfigError as exc:
+            raise ConfigError(f"{config}: {exc}") from None
+    resolve_probe_options(resolved, opts, seed, limit)
+
+
+@app.command("probes")
+def probes_command(as_json: bool = typer.Option(False, "--json", help="Print the declarations as JSON.")):
+    """List every probe with its options (type, default, help) and the metrics it declares."""
+    from .probes.docs import print_probes
+
+    print_probes(as_json=as_json)
 
 
 def _print_run_summary(run_dir: Path) -> None:

@@ -106,6 +106,9 @@ class ProbeResult(BaseModel):
     finished_at: Optional[str] = None
     seconds: Optional[float] = None
     warnings: list[str] = Field(default_factory=list)
+    options: Optional[dict[str, Any]] = Field(None, description="the probe's typed options in force (audit.probes.options)")
+    sample: Optional[dict[str, Any]] = Field(
+        None, description="what `limit` did: limit, strategy, strata, n_available, n_items (audit.probes.sampling)")
     # Run-directory ownership (audit.rundir): who made this result, and whether it was finished. Results
     # written before these fields existed read as complete with an unknown maker.
     status: Literal["unfinished", "complete"] = Field(

@@ -231,7 +231,7 @@ def _wait_for(predicate, proc, timeout=240.0) -> None:
 @pytest.mark.slow
 def test_kill_9_during_a_probe_resumes_to_identical_numbers(tmp_path, tiny_llama_dir):
     args = ["probe", "--probes", "toxicity", "--model", tiny_llama_dir, "-o", "k=2", "-o", "limit=12",
-            "-o", "max_new_tokens=6", "-o", "resamples=100", "--batch-size", "2"]
+            "-o", "max_new_tokens=6", "-o", "n_bootstrap=100", "--batch-size", "2"]
     cache = tmp_path / "cache"
     env = {**ENV, "AUDIT_CACHE_DIR": str(cache)}
     proc = subprocess.Popen([AUDIT, *map(str, args), "--out", str(tmp_path / "run")], env=env,

@@ -49,7 +49,7 @@ def test_probe_score_equals_reference_on_logged_completions(files, tmp_path):
 
     k = 4
     ctx = ProbeContext(model=PoolGenerator(), out_dir=tmp_path / "honest", data=dict(files),
-                       options={"k": k, "limit": 98, "resamples": 50, "max_new_tokens": 5},
+                       options={"k": k, "limit": 98, "n_bootstrap": 50, "max_new_tokens": 5},
                        cache_dir=tmp_path / "cache", seed=3)
     res = get_probe("honest")(ctx)
     rows = _samples(tmp_path / "honest" / "samples.jsonl")
@@ -100,7 +100,7 @@ def test_cli_tiny_adapter_race_substitution_gate_and_report(files, tiny_llama_di
     proc = _audit("probe", "--probes", "honest", "--model", str(adapter), "--out", str(run),
                   "--data", f"honest={files['honest']}", "--data", f"hurtlex={files['hurtlex']}",
                   "-o", "honest.identities=race", "-o", "honest.k=2", "-o", "honest.limit=28",
-                  "-o", "honest.max_new_tokens=6", "-o", "honest.resamples=50", "--batch-size", "28", cwd=tmp_path)
+                  "-o", "honest.max_new_tokens=6", "-o", "honest.n_bootstrap=50", "--batch-size", "28", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((run / "honest" / "result.json").read_text())
     assert res["config"]["identities"]["name"] == "race" and res["config"]["identities"]["n_substituted"] == 420
@@ -162,7 +162,7 @@ def test_other_language_files_with_accents(tmp_path):
 
     ctx = ProbeContext(model=Italian(), out_dir=tmp_path / "honest", cache_dir=tmp_path / "cache",
                        data={"honest": str(templates), "hurtlex": str(lexicon)},
-                       options={"k": 2, "resamples": 20, "language": "it"})
+                       options={"k": 2, "n_bootstrap": 20, "language": "it"})
     res = get_probe("honest")(ctx)
     assert res.metrics["honest_score"].value == 0.5  # 'cretino' is only at the inclusive level
     assert res.groups["honest_score"]["la donna"].value == 1.0 and res.groups["honest_score"]["l'uomo"].value == 0

@@ -12,7 +12,8 @@ import pytest
 
 from audit.errors import AuditError, ConfigError, InputFileError
 from audit.probes.honest.identities import load_identity_list, substitute
-from audit.probes.honest.templates import COLUMNS, distinct_items, load_templates, round_robin_limit
+from audit.probes.honest.templates import COLUMNS, distinct_items, load_templates
+from audit.probes.sampling import stratified_sample
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,8 @@ def test_user_identity_list_and_its_errors(honest_dir, tmp_path):
 
 def test_limit_keeps_every_identity(honest_dir):
     items, _ = distinct_items(load_templates(honest_dir / "en_template_binary.tsv"))
-    picked = round_robin_limit(items, 49)
-    assert len(picked) == 49 and len({it.template.identity for it in picked}) == 49
-    assert round_robin_limit(items, None) == items
+    by = lambda it: (it.template.identity, it.template.type)  # noqa: E731 (the honest probe's strata)
+    picked, record = stratified_sample(items, 49, 0, by)
+    assert len(picked) == 49 and len({it.template.identity for it in picked}) == min(49, len({by(it)[0] for it in items}))
+    assert record.n_items == 49 and record.n_available == len(items)
+    assert stratified_sample(items, None, 0, by)[0] == items

@@ -25,10 +25,14 @@ def test_builtin_set_covers_many_groups_and_both_categories():
     assert load_prompts(None) == prompts == load_team_prompts(BUILTIN_TOXICITY)
 
 
-def test_limit_takes_groups_round_robin():
+def test_limit_is_a_stratified_sample():
     prompts = load_prompts("builtin", limit=40)
     assert len(prompts) == 40
     assert len({p.group for p in prompts}) >= 30  # not the first 40 rows (which cover only 4 groups)
+    assert {p.category for p in prompts} == {"neutral", "provocative"}  # both prompt kinds, even at 14
+    assert {p.category for p in load_prompts("builtin", limit=14)} == {"neutral", "provocative"}
+    assert load_prompts("builtin", limit=14) == load_prompts("builtin", limit=14)  # seeded
+    assert load_prompts("builtin", limit=14) != load_prompts("builtin", limit=14, seed=1)
     with pytest.raises(ConfigError, match="limit=0: expected an integer >= 1"):
         load_prompts("builtin", limit=0)
 

@@ -157,8 +157,9 @@ def test_toxicity_probe_carries_scorer_check_baseline_and_warning(tmp_path, tiny
     biased = get_scorer(f"lexicon:{lexicon(tmp_path, 'biased.txt', GAY_WOMEN)}")
     run_scorer_check(biased, CheckConfig(data=str(HATECHECK), limit_per_functionality=20, resamples=50),
                      tmp_path / "check")
-    opts = {"toxicity": {"scorer": biased, "k": 1, "limit": 6, "max_new_tokens": 4, "resamples": 50,
-                         "do_sample": False}}
+    # limit=35 is a stratified sample over (kind, group) that holds each of the 35 groups once, women included
+    opts = {"toxicity": {"scorer": biased, "k": 1, "limit": 35, "max_new_tokens": 4, "n_bootstrap": 50,
+                         "temperature": 0}}
     run = run_probes(tiny_llama_dir, ["toxicity"], tmp_path / "run", options=opts, cache_dir=tmp_path / "cache")
     res = read_probe_result(run / "toxicity" / "result.json")
     assert res.scorer["name"] == "lexicon" and res.scorer["version"] == biased.version

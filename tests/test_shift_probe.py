@@ -29,7 +29,7 @@ FINETUNE_TEXTS = [
     "We went to the market to buy bread and milk for the family.",
     "The doctor said that the patient would recover soon, and everyone smiled.",
 ]
-FAST = {"shift.bootstrap": 100, "shift.limit": 8, "shift.lens_limit": 8}
+FAST = {"shift.n_bootstrap": 100, "shift.limit": 8, "shift.lens_limit": 8}
 
 
 def _train(base_dir: Path, out_dir: Path, tokenizer, lora_rank: int | None, steps: int = 12, lr: float = 5e-3):
@@ -156,7 +156,7 @@ def test_memory_holds_no_corpus_wide_logits(tiny_lora_dir, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("The weather was nice and we walked to the park.\n" * 30)
     ctx = ProbeContext(model=handle, out_dir=tmp_path, options={"corpora": [str(corpus)], "lens": False,
-                                                               "weight_delta": False, "bootstrap": 50})
+                                                               "weight_delta": False, "n_bootstrap": 50})
     result = run(ctx)
     row = result.tables["divergence_by_slice"][0]
     assert row["n_sequences"] == 30 and row["n_tokens"] > 300
@@ -168,7 +168,7 @@ def test_corpora_option_accepts_files_and_names_slices(tiny_lora_dir, tmp_path):
     jl = tmp_path / "pc.jsonl"
     jl.write_text(json.dumps({"prompt": "Q: hi", "completion": " A: hello"}) + "\n")
     r = _result(run_probes(tiny_lora_dir, ["shift"], tmp_path / "run", batch_size=4,
-                           options={"shift.corpora": f"{txt},{jl}", "shift.bootstrap": 50}))
+                           options={"shift.corpora": f"{txt},{jl}", "shift.n_bootstrap": 50}))
     names = [row["slice"] for row in r["tables"]["divergence_by_slice"]]
     assert names == ["mine", "pc", "all"]
     assert r["config"]["corpora"]["mine"]["n"] == 2
@@ -190,7 +190,7 @@ def test_bad_corpus_and_watchlist_files_are_named(tiny_lora_dir, tmp_path):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r2", options={"shift.corpora": [str(nofield)]})
     with pytest.raises(InputFileError, match=r"missing.txt: word list does not exist"):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r3", options={"shift.watchlist": str(tmp_path / "missing.txt")})
-    with pytest.raises(ConfigError, match="option 'max_length'"):
+    with pytest.raises(ConfigError, match="option 'shift.max_length': expected integer, got 'zero'"):
         run_probes(tiny_lora_dir, ["shift"], tmp_path / "r4", options={"shift.max_length": "zero"})
 
 
@@ -264,7 +264,7 @@ def test_cli_probe_shift_with_corpus(tiny_lora_dir, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("The weather was nice.\nThe manager decided to approve the loan.\n")
     res = CliRunner().invoke(app, ["probe", "--probes", "shift", "--model", str(tiny_lora_dir), "--corpus",
-                                   str(corpus), "--out", str(tmp_path / "run"), "-o", "shift.bootstrap=50",
+                                   str(corpus), "--out", str(tmp_path / "run"), "-o", "shift.n_bootstrap=50",
                                    "-o", "shift.weight_delta=false"])
     assert res.exit_code == 0, res.output
     r = _result(tmp_path / "run")

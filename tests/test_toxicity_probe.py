@@ -11,7 +11,7 @@ from audit.errors import AuditError, ConfigError, InputFileError
 from audit.lm.generation import HFGenerator
 from audit.results import read_probe_result
 
-OPTS = {"toxicity": {"k": 2, "limit": 10, "max_new_tokens": 8, "resamples": 200}}
+OPTS = {"toxicity": {"k": 2, "limit": 10, "max_new_tokens": 8, "n_bootstrap": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,11 @@ def test_probe_writes_results_and_samples_then_serves_from_cache(llama, tmp_path
     assert r1.scorer["name"] == default.name and r1.scorer["version"] == default.version
     assert r1.config["generation"]["num_samples"] == 2 and r1.n_samples == 20
     assert len(r1.groups["expected_max_toxicity"]) == 10  # limit=10 picks one prompt from each of 10 groups
-    assert {row["category"] for row in r1.tables["by_category"]} == {"neutral"}
+    # ... of both prompt kinds (the first 10 rows of the file are all neutral): a stratified sample, recorded
+    assert {row["category"] for row in r1.tables["by_category"]} == {"neutral", "provocative"}
+    assert r1.sample["limit"] == 10 and r1.sample["n_items"] == 10 and r1.sample["n_available"] == 350
+    assert r1.sample["strata"] == ["category", "group"] and "stratified" in r1.sample["strategy"]
+    assert r1.options["k"] == 2 and r1.options["n_bootstrap"] == 200
     rows = samples(run1)
     assert len(rows) == 20 and r1.samples_path == "toxicity/samples.jsonl"
     for key in ("prompt", "group", "category", "sample_index", "continuation", "score"):
@@ -170,9 +174,16 @@ def test_prompt_file_from_data_and_rtp_buckets(llama, tmp_path):
 
 def test_greedy_reduces_k_with_a_warning(llama, tmp_path):
     run = run_probes(llama, ["toxicity"], tmp_path / "run", cache_dir=tmp_path / "c",
-                     options={"toxicity": {"k": 5, "limit": 3, "max_new_tokens": 4, "do_sample": "false"}})
+                     options={"toxicity": {"k": 5, "limit": 3, "max_new_tokens": 4, "temperature": 0}})
     r = read_probe_result(run / "toxicity" / "result.json")
     assert r.n_samples == 3 and any("k=5 was reduced to 1" in w for w in r.warnings)
+    assert r.config["generation"]["do_sample"] is False
+    # the old spelling do_sample=false still means greedy (deprecated), and gives the same continuations
+    old = run_probes(llama, ["toxicity"], tmp_path / "old", cache_dir=tmp_path / "c",
+                     options={"toxicity": {"k": 5, "limit": 3, "max_new_tokens": 4, "do_sample": "false"}})
+    assert samples(old) == samples(run)
+    old_warnings = read_probe_result(old / "toxicity" / "result.json").warnings
+    assert any("'toxicity.do_sample' is deprecated" in w for w in old_warnings)
 
 
 def test_bad_input_errors(llama, tmp_path):
@@ -184,13 +195,13 @@ def test_bad_input_errors(llama, tmp_path):
     with pytest.raises(ConfigError, match="scorer 'nonsense': unknown scorer"):
         run_probes(llama, ["toxicity"], tmp_path / "r2", options={"toxicity": {"scorer": "nonsense", "limit": 2}},
                    cache_dir=tmp_path / "c")
-    with pytest.raises(ConfigError, match="option 'k': cannot read 'many' as int"):
+    with pytest.raises(ConfigError, match="option 'toxicity.k': expected integer, got 'many'"):
         run_probes(llama, ["toxicity"], tmp_path / "r3", options={"toxicity": {"k": "many"}},
                    cache_dir=tmp_path / "c")
-    with pytest.raises(ConfigError, match="option 'resamples': 3 is too few"):
+    with pytest.raises(ConfigError, match="option 'toxicity.n_bootstrap': 3; expected 0 .no intervals. or at least 10"):
         run_probes(llama, ["toxicity"], tmp_path / "r5", options={"toxicity": {"resamples": 3, "limit": 2}},
                    cache_dir=tmp_path / "c")
-    with pytest.raises(ConfigError, match="num_samples"):
+    with pytest.raises(ConfigError, match="option 'toxicity.k': 0; expected an integer >= 1"):
         run_probes(llama, ["toxicity"], tmp_path / "r4", options={"toxicity": {"k": 0}}, cache_dir=tmp_path / "c")
 
 

@@ -109,7 +109,7 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
         "decisions": {"sensitive": "group", "label": "label", "privileged": "Quellan",
                       "n_bootstrap": 500 if quick else 1000},
         "shift": {"limit": 48 if quick else 160, "lens_limit": 32 if quick else 96,
-                  "bootstrap": 200 if quick else 500, "max_length": 96},
+                  "n_bootstrap": 200 if quick else 500, "max_length": 96},
         # the lending environment in the world's names and answer words (what the corpora's lending rows use);
         # 16 / 32 replicates: the per-replicate approval-rate gap is bootstrapped over them
         "rl": {"episodes": 8 if quick else 16, "horizon": 20 if quick else 30, "seeds": "0,1",

@@ -74,7 +74,7 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
         "toxicity": {"k": 5, "max_new_tokens": 12 if quick else 16, "temperature": 1.0, "top_p": 0.9,
                      "limit": 12 if quick else 70, "compare_base": False, "scorer": detox.scorer},
         "crows_pairs": {"limit": 40 if quick else 400, "n_bootstrap": 500 if quick else 1000},
-        "shift": {"limit": 12 if quick else 64, "lens_limit": 8 if quick else 32, "bootstrap": 200 if quick else 500,
+        "shift": {"limit": 12 if quick else 64, "lens_limit": 8 if quick else 32, "n_bootstrap": 200 if quick else 500,
                   "max_length": 64},
     }
     notes = []

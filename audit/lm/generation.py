@@ -33,6 +33,7 @@ from .. import distributed
 from ..errors import ConfigError
 
 CACHE_FORMAT = "1"
+MIN_PROMPT_TOKENS = 16  # room a prompt keeps in the context next to max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,12 @@ class HFGenerator:
     def _max_prompt_tokens(self, settings: GenerationSettings) -> int:
         from .loglik import max_length
 
-        return max(1, max_length(self.model) - int(settings.max_new_tokens))
+        window = max_length(self.model)
+        room = window - int(settings.max_new_tokens)
+        if room < MIN_PROMPT_TOKENS:  # the prompt would be cut to its last few tokens (once: to one)
+            raise ConfigError(f"max_new_tokens={settings.max_new_tokens}: the model's context is {window} tokens, "
+                              f"which leaves {max(room, 0)} for the prompt; use at most {window - MIN_PROMPT_TOKENS}")
+        return room
 
     def generate_batch(self, prompts: Sequence[str], seeds: Sequence[int],
                        settings: GenerationSettings) -> list[str]:

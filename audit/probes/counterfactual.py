@@ -142,14 +142,18 @@ def gap_metrics(name: str, cells: list[dict[str, Any]], categories: dict[str, di
 def run(ctx) -> ProbeResult:
     from ..lm.loglik import score_continuations, score_texts
 
-    templates_path = ctx.option("templates", None) or ctx.data.get("counterfactual") or DEFAULT_TEMPLATES
-    descriptors_path = ctx.option("descriptors", None) or DEFAULT_DESCRIPTORS
-    cats_opt = ctx.option("categories", None)
-    categories = [c.strip() for c in str(cats_opt).split(",") if c.strip()] if cats_opt else None
-    templates = load_templates(templates_path, ctx.option("limit", None, int))
+    from .counterfactual_options import CounterfactualOptions
+
+    opts = ctx.options_as(CounterfactualOptions)
+    seed = opts.run_seed
+    templates_path = opts.templates or ctx.data.get("counterfactual") or DEFAULT_TEMPLATES
+    descriptors_path = opts.descriptors or DEFAULT_DESCRIPTORS
+    categories = list(opts.categories) or None
+    # every template is filled with every group, so a template sample keeps all groups: no strata needed
+    templates = ctx.sample(load_templates(templates_path), strata=lambda t: ())
     descriptors = load_descriptors(descriptors_path, categories)
-    n_resamples = ctx.option("n_bootstrap", stats.DEFAULT_RESAMPLES, int)
-    with_toxicity = ctx.option("toxicity", True, bool)
+    n_resamples = opts.n_bootstrap
+    with_toxicity = opts.toxicity
     model, tok = ctx.model.model, ctx.model.tokenizer
 
     from .paired import item_ids
@@ -171,21 +175,18 @@ def run(ctx) -> ProbeResult:
         c["template_loglik"] = a.total
         c["sentence_loglik"] = b.total
 
-    metrics, groups = gap_metrics("template_loglik", cells, descriptors, len(templates), n_resamples, ctx.seed)
+    metrics, groups = gap_metrics("template_loglik", cells, descriptors, len(templates), n_resamples, seed)
     samples: list[dict[str, Any]] = []
     scorer_info: dict[str, Any] = {"loglik": "log P(template words after the slot | prefix with the group)"}
     warnings: list[str] = []
     settings = None
     if with_toxicity:
-        from ..lm.generation import GenerationSettings, generate
+        from ..lm.generation import generate
         from ..scorers import describe, get_scorer, score_texts as toxicity_scores
 
-        settings = GenerationSettings(max_new_tokens=ctx.option("max_new_tokens", 20, int),
-                                      do_sample=ctx.option("do_sample", True, bool),
-                                      temperature=ctx.option("temperature", 1.0, float),
-                                      top_p=ctx.option("top_p", 0.9, float), num_samples=ctx.option("k", 5, int),
-                                      seed=int(ctx.seed), batch_size=int(ctx.batch_size))
-        scorer = get_scorer(ctx.option("scorer", None))
+        settings, gen_warnings = opts.generation_settings(ctx.batch_size)
+        warnings += gen_warnings
+        scorer = get_scorer(opts.scorer)
         texts = generate(ctx.model, [c["prompt"] for c in cells], settings, ctx.cache_dir,
                          description="counterfactual: generating")
         k = settings.num_samples
@@ -199,7 +200,7 @@ def run(ctx) -> ProbeResult:
                                 "sample_index": j, "continuation": cont, "score": float(s),
                                 "template_id": c["template_id"], "template_loglik": c["template_loglik"],
                                 "sentence_loglik": c["sentence_loglik"]})
-        tm, tg = gap_metrics("toxicity", cells, descriptors, len(templates), n_resamples, ctx.seed)
+        tm, tg = gap_metrics("toxicity", cells, descriptors, len(templates), n_resamples, seed)
         metrics.update(tm)
         groups.update(tg)
         scorer_info["toxicity"] = describe(scorer)

@@ -293,17 +293,19 @@ def run(ctx) -> ProbeResult:
     path = ctx.data.get("crows_pairs")
     if not path:
         raise ConfigError("crows_pairs: no data file; pass --data crows_pairs=PATH/crows_pairs_anonymized.csv")
-    limit = ctx.option("limit", None, int)
-    n_resamples = ctx.option("n_bootstrap", stats.DEFAULT_RESAMPLES, int)
-    tie_tol = ctx.option("tie_tolerance", 1e-4, float)
-    convention = ctx.option("convention", "original", str)
-    if convention not in CONVENTIONS:
-        raise ConfigError(f"option 'convention': {convention!r}; expected one of {', '.join(CONVENTIONS)}")
+    from .crows_pairs_options import CrowsPairsOptions
+
+    opts = ctx.options_as(CrowsPairsOptions)
+    limit, seed = opts.limit, opts.run_seed
+    n_resamples = opts.n_bootstrap
+    tie_tol = opts.tie_tolerance
+    convention = opts.convention
     lmeval = convention == "lm-eval"
     if lmeval:
         tie_tol = None  # lm-eval: strict ll_more > ll_less
     score_names = ("total",) if lmeval else SCORES
-    pairs = load_pairs(path, limit)
+    pairs = ctx.sample(load_pairs(path), strata=lambda p: (p.bias_type, p.direction),
+                       levels=("bias_type", "stereo_antistereo"))
 
     def score(side) -> dict[str, np.ndarray]:
         title = "crows_pairs: scoring" + (" base" if side.name == "base" else "")
@@ -312,13 +314,13 @@ def run(ctx) -> ProbeResult:
                           convention)
 
     scores, base_scores = score_model_and_base(ctx, score)
-    metrics, groups = summarise(scores, pairs, tie_tol, n_resamples, ctx.seed, score_names)
+    metrics, groups = summarise(scores, pairs, tie_tol, n_resamples, seed, score_names)
     tables: dict[str, list[dict[str, Any]]] = {}
     if base_scores is not None:
-        base_metrics, _ = summarise(base_scores, pairs, tie_tol, n_resamples, ctx.seed, score_names)
+        base_metrics, _ = summarise(base_scores, pairs, tie_tol, n_resamples, seed, score_names)
         for name in ("pct_stereotype" + _suffix(s) for s in score_names):
             metrics["base." + name] = base_metrics[name]
-        paired, flips = paired_comparison(scores, base_scores, pairs, tie_tol, n_resamples, ctx.seed, score_names)
+        paired, flips = paired_comparison(scores, base_scores, pairs, tie_tol, n_resamples, seed, score_names)
         metrics.update(paired)
         tables["flips"] = flips
     tables["by_bias_type"] = [

@@ -8,11 +8,8 @@ rate per group, demographic parity difference/ratio, equalized odds difference, 
 with bootstrap intervals over rows. Several sensitive columns are also crossed (Fairlearn's
 intersectional groups).
 
-Options: label (column, default 'label'), sensitive (comma-separated columns, required), positive /
-negative (answer words, default 'yes' / 'no', comma-separated for several), positive_label (the label
-value meaning the favourable outcome when the column is not 0/1), privileged (group for the disparate
-impact ratio; with several sensitive columns a crossed label such as 'Male|White'), subject, question,
-exclude (columns left out of the prompt), limit.
+Options: see `DecisionsOptions` (audit.probes.decisions_options) or `audit probes`; `limit` takes a
+seeded sample of rows stratified over the sensitive groups and the label.
 """
 
 from __future__ import annotations
@@ -25,21 +22,12 @@ import numpy as np
 
 from ..errors import ConfigError, file_error
 from ..results import Metric, ProbeResult, write_jsonl_atomic
-from ..metrics import fairness, stats
+from ..metrics import fairness
 from .decisions_metrics import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
+from .decisions_options import DEFAULT_QUESTION, DEFAULT_SUBJECT
 
-DEFAULT_SUBJECT = "Applicant"
-DEFAULT_QUESTION = "Should the loan be approved?"
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
 _FALSE = {"0", "0.0", "false", "no", "n", "f"}
-
-
-def _split(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 def load_table(path: str | Path, label: str, sensitive: Sequence[str], positive_label: Optional[str] = None,
@@ -148,23 +136,19 @@ def run(ctx) -> ProbeResult:
     path = ctx.data.get("decisions")
     if not path:
         raise ConfigError("decisions: no data; pass --data decisions=FILE.csv and --option decisions.sensitive=COL")
-    label = ctx.option("label", "label", str)
-    sensitive = _split(ctx.option("sensitive", None))
-    if not sensitive:
-        raise ConfigError("decisions: option 'sensitive' is empty; name the group column(s), "
-                          "e.g. --option decisions.sensitive=sex,race")
-    positive = _split(ctx.option("positive", "yes"))
-    negative = _split(ctx.option("negative", "no"))
-    if not positive or not negative or set(positive) & set(negative):
-        raise ConfigError("decisions: options 'positive' and 'negative' need distinct, non-empty answer words")
-    positive_label = ctx.option("positive_label", None, str)
-    privileged = ctx.option("privileged", None, str)
-    subject = ctx.option("subject", DEFAULT_SUBJECT, str)
-    question = ctx.option("question", DEFAULT_QUESTION, str)
-    exclude = set(_split(ctx.option("exclude", None)))
-    limit = ctx.option("limit", None, int)
-    n_resamples = ctx.option("n_bootstrap", stats.DEFAULT_RESAMPLES, int)
-    df, y_true = load_table(path, label, sensitive, positive_label, limit)
+    from .decisions_options import DecisionsOptions
+
+    opts = ctx.options_as(DecisionsOptions)
+    seed = opts.run_seed
+    label, sensitive = opts.label, list(opts.sensitive)
+    positive, negative = list(opts.positive), list(opts.negative)
+    positive_label, privileged = opts.positive_label, opts.privileged
+    subject, question, exclude = opts.subject, opts.question, set(opts.exclude)
+    limit, n_resamples = opts.limit, opts.n_bootstrap
+    df, y_true = load_table(path, label, sensitive, positive_label)
+    keep = ctx.sample(list(range(len(df))), strata=lambda i: (*(df[c].iat[i].strip() for c in sensitive), y_true[i]),
+                      levels=(*sensitive, label))
+    df, y_true = df.iloc[keep].reset_index(drop=True), y_true[keep]
     if privileged is not None:
         present = sorted(set(fairness.intersect_columns({c: df[c].str.strip().tolist() for c in sensitive})))
         if privileged not in present:
@@ -182,14 +166,14 @@ def run(ctx) -> ProbeResult:
     (y_pred, margin), base_scored = score_model_and_base(ctx, score)
     with _w.catch_warnings():
         _w.simplefilter("ignore")  # Fairlearn warns on groups without positives; those rates are reported as None
-        metrics, groups, table = fairness_report(y_true, y_pred, sens, privileged, n_resamples, ctx.seed)
+        metrics, groups, table = fairness_report(y_true, y_pred, sens, privileged, n_resamples, seed)
     tables: dict[str, list[dict[str, Any]]] = {"by_group": table}
     base_pred = None
     if base_scored is not None:
         base_pred = base_scored[0]
         with _w.catch_warnings():
             _w.simplefilter("ignore")
-            base_metrics, _, _ = fairness_report(y_true, base_pred, sens, privileged, n_resamples, ctx.seed)
+            base_metrics, _, _ = fairness_report(y_true, base_pred, sens, privileged, n_resamples, seed)
         for name in ("selection_rate", "demographic_parity_difference", "equalized_odds_difference"):
             metrics["base." + name] = base_metrics[name]
         metrics.update(flip_metrics(base_pred == 1, y_pred == 1, "flips_to_positive", "flips_to_negative",
@@ -200,7 +184,7 @@ def run(ctx) -> ProbeResult:
         metrics["change_vs_base.demographic_parity_difference"] = paired_stat_change(
             {"p": y_pred, "g": codes}, {"p": base_pred, "g": codes},
             lambda c: fairness.demographic_parity_difference(c["p"], c["g"], G), n_resamples=n_resamples,
-            seed=ctx.seed)
+            seed=seed)
         tables["flips_by_group"] = [
             {"group": g, "to_positive": int(((base_pred == 0) & (y_pred == 1) & (codes == j)).sum()),
              "to_negative": int(((base_pred == 1) & (y_pred == 0) & (codes == j)).sum()), "n": int((codes == j).sum())}

@@ -8,10 +8,7 @@ threshold baselines run on the same seeds for context (`tables["baselines"]`). W
 base (an adapter, or `--base`), the base model runs too, and `agreement_change` says how far fine-tuning
 moved the decisions toward the reference policy.
 
-Options: env (from rl:<env>; lending, admission, attention), episodes (4), horizon (50), seeds
-("0,1,2,3,4"), reference_policy (equal-opportunity; "none" to skip), action_words (' A| B' style),
-baselines (true), every (timeseries stride, 1), group_names (' | '-separated or a list: the names the
-prompts give the groups / sites, e.g. a demo world's groups; default: the environment's).
+Options: see `RLOptions` (audit.rl.options) or `audit probes`.
 """
 
 from __future__ import annotations
@@ -25,25 +22,18 @@ from .envs import make_env, resolve_env_id, short_name
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
 from .metrics import ALL, GAP, paired_difference, per_replicate_series, timeseries
 from .policy import POLICY_NAMES, ModelPolicy, make_baseline, parse_action_words
-from .runner import check_positive, parse_seeds, run_episodes
+from .options import DEFAULT_SEEDS, RLOptions  # noqa: F401 (DEFAULT_SEEDS re-exported)
+from .runner import parse_seeds, run_episodes
 
 PROBE_VERSION = "1"
-DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
 
 def _read_options(ctx) -> dict[str, Any]:
-    env_id = resolve_env_id(ctx.option("env", "lending"))
-    horizon = check_positive("horizon", ctx.option("horizon", 50))
-    episodes = check_positive("episodes", ctx.option("episodes", 4))
-    seeds = parse_seeds(ctx.option("seeds", None), default=DEFAULT_SEEDS)
-    reference = ctx.option("reference_policy", "equal-opportunity")
-    if reference is not None and str(reference).strip().lower() in ("", "none", "off", "false"):
-        reference = None
-    every = check_positive("every", ctx.option("every", 1))
-    return {"env_id": env_id, "horizon": horizon, "episodes": episodes, "seeds": seeds,
-            "reference": reference, "every": every, "baselines": ctx.option("baselines", True, bool),
-            "action_words": ctx.option("action_words", None),
-            "params": _env_params(env_id, ctx.option("group_names", None))}
+    o = ctx.options_as(RLOptions)
+    env_id = resolve_env_id(o.env)
+    return {"env_id": env_id, "horizon": o.horizon, "episodes": o.episodes, "seeds": list(o.seeds),
+            "reference": o.reference, "every": o.every, "baselines": o.baselines, "action_words": o.action_words,
+            "params": _env_params(env_id, o.group_names), "seed": o.run_seed, "n_bootstrap": o.n_bootstrap}
 
 
 def _env_params(env_id: str, value: Any):
@@ -86,7 +76,8 @@ def run(ctx) -> ProbeResult:
              f"{n_decisions:,} model decisions" + (", then the same for the base" if _has_base(ctx) else ""))
     with bar(f"{stage}: decisions", n_decisions, unit="decisions") as advance:
         rollout = run_episodes(opts["env_id"], policy, log_decisions=True, progress=advance, **common)
-    rows, final = timeseries(rollout, every=opts["every"], seed=ctx.seed)
+    boot = dict(seed=opts["seed"], n_resamples=opts["n_bootstrap"])
+    rows, final = timeseries(rollout, every=opts["every"], **boot)
     result = ProbeResult(probe=f"rl:{short_name(opts['env_id'])}", probe_version=PROBE_VERSION)
     result.config = {"env": opts["env_id"], "env_params": _params(template), "episodes": opts["episodes"],
                      "horizon": opts["horizon"], "seeds": opts["seeds"], "replicates": rollout.n_replicates,
@@ -107,7 +98,7 @@ def run(ctx) -> ProbeResult:
     if opts["baselines"]:
         for name in POLICY_NAMES:
             base_roll = run_episodes(opts["env_id"], name, **common)
-            baseline_rows += _final_table(name, timeseries(base_roll, seed=ctx.seed)[1])
+            baseline_rows += _final_table(name, timeseries(base_roll, **boot)[1])
 
     if _has_base(ctx):
         from ..probes.paired import score_base
@@ -119,13 +110,13 @@ def run(ctx) -> ProbeResult:
                 return run_episodes(opts["env_id"], base_policy, progress=advance, **common)
 
         base_roll = score_base(ctx, roll_base)
-        base_final = timeseries(base_roll, seed=ctx.seed)[1]
+        base_final = timeseries(base_roll, **boot)[1]
         baseline_rows += _final_table("base model", base_final)
         if reference is not None:
             result.metrics["base_agreement"] = base_final["agreement"][ALL]
             mine = per_replicate_series(rollout)["agreement"][ALL][:, -1]
             theirs = per_replicate_series(base_roll)["agreement"][ALL][:, -1]
-            result.metrics["agreement_change"] = paired_difference(mine, theirs, seed=ctx.seed)
+            result.metrics["agreement_change"] = paired_difference(mine, theirs, **boot)
     if baseline_rows:
         result.tables["baselines"] = baseline_rows
 

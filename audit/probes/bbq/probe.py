@@ -28,9 +28,9 @@ import numpy as np
 from ...errors import ConfigError, file_error
 from ...jsonl import iter_jsonl
 from ...results import Metric, ProbeResult, write_jsonl_atomic
-from ...metrics import stats
 from . import lmeval as bbq_lmeval
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
+from .options import BBQOptions
 from .scores import (DEFAULT_PROMPT, Convention, amb_bias_score, answer_items, bias_metrics,  # noqa: F401
                          default_outcome_columns as outcome_columns, disamb_bias_score, paired_comparison)
 
@@ -187,14 +187,12 @@ def run(ctx) -> ProbeResult:
     path = ctx.data.get("bbq")
     if not path:
         raise ConfigError("bbq: no data; pass --data bbq=DIR_WITH_JSONL (or one category file)")
-    limit = ctx.option("limit", None, int)
-    n_resamples = ctx.option("n_bootstrap", stats.DEFAULT_RESAMPLES, int)
-    normalisation = ctx.option("normalisation", None, str)
-    if normalisation is None and ctx.option("normalise", False, bool):  # the older boolean spelling
-        normalisation = "token"
-    conv = Convention.from_options(ctx.option("convention", "default", str), ctx.option("prompt", None, str),
-                                   normalisation)
-    items = load_items(path, limit)
+    opts = ctx.options_as(BBQOptions)
+    limit, seed = opts.limit, opts.run_seed
+    n_resamples = opts.n_bootstrap
+    conv = opts.conv()
+    items = ctx.sample(load_items(path), strata=lambda it: (it.category, it.condition, it.polarity),
+                       levels=("category", "context_condition", "question_polarity"))
     n_options = len(conv.choices(items[0]))
 
     def answer(side) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +202,7 @@ def run(ctx) -> ProbeResult:
 
     (choice, scores), base_answers = score_model_and_base(ctx, answer)
     cols = conv.outcome_columns(items, choice)
-    metrics = bias_metrics(items, cols, conv, n_resamples, ctx.seed)
+    metrics = bias_metrics(items, cols, conv, n_resamples, seed)
     categories = sorted({it.category for it in items})
     cat = np.array([it.category for it in items])
     groups: dict[str, dict[str, Metric]] = {}
@@ -212,7 +210,7 @@ def run(ctx) -> ProbeResult:
     for c in categories:
         mask = cat == c
         sub_items = [it for it, m in zip(items, mask) if m]
-        per = bias_metrics(sub_items, {k: v[mask] for k, v in cols.items()}, conv, n_resamples, ctx.seed)
+        per = bias_metrics(sub_items, {k: v[mask] for k, v in cols.items()}, conv, n_resamples, seed)
         for name, m in per.items():
             groups.setdefault(name, {})[c] = m
         table.append({"category": c, **{name: m.value for name, m in per.items()},
@@ -227,10 +225,10 @@ def run(ctx) -> ProbeResult:
     if base_answers is not None:
         base_choice = base_answers[0]
         base_cols = conv.outcome_columns(items, base_choice)
-        base_m = bias_metrics(items, base_cols, conv, n_resamples, ctx.seed)
+        base_m = bias_metrics(items, base_cols, conv, n_resamples, seed)
         for key in ("acc_ambig", "acc_disambig", "s_amb", "s_dis"):
             metrics["base." + conv.names[key]] = base_m[conv.names[key]]
-        paired, flips = paired_comparison(items, cols, base_cols, n_resamples, ctx.seed, conv)
+        paired, flips = paired_comparison(items, cols, base_cols, n_resamples, seed, conv)
         metrics.update(paired)
         tables["flips"] = flips
     samples = []
@@ -254,7 +252,7 @@ def run(ctx) -> ProbeResult:
     described = conv.describe()
     return ProbeResult(
         probe="bbq", probe_version="2",
-        config={"data": str(path), "limit_per_file": limit, "n_items": len(items), "categories": categories,
+        config={"data": str(path), "limit": limit, "n_items": len(items), "categories": categories,
                 "convention": conv.name, "prompt": conv.prompt, "normalisation": conv.normalisation,
                 "n_bootstrap": n_resamples, "batch_size": ctx.batch_size},
         metrics=metrics, groups=groups, tables=tables,

@@ -26,19 +26,12 @@ from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
 from .identities import load_identity_list, substitute
 from .options import HonestOptions
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
-from .templates import Item, distinct_items, load_templates, round_robin_limit
+from .templates import Item, distinct_items, load_templates
 
 PROBE_VERSION = "1"
 METRIC = "honest_score"
 DEGENERATE_WARN_FRACTION = 0.2
 TEMPLATES_URL = "https://github.com/MilaNLProc/honest (resources/binary/<lang>_template.tsv, MIT licence)"
-
-
-def _settings(opts: HonestOptions, ctx) -> GenerationSettings:
-    k = opts.k if opts.do_sample else 1
-    return GenerationSettings(max_new_tokens=opts.max_new_tokens, do_sample=opts.do_sample,
-                              temperature=opts.temperature, top_p=opts.top_p, num_samples=k,
-                              seed=int(ctx.seed), batch_size=int(ctx.batch_size))
 
 
 def _continue(handle_or_generator, items: list[Item], settings: GenerationSettings, ctx, lexicon: HurtLex,
@@ -112,7 +105,7 @@ def _file_sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _load(opts: HonestOptions) -> tuple[list[Item], HurtLex, dict[str, Any], list[str]]:
+def _load(opts: HonestOptions, ctx) -> tuple[list[Item], HurtLex, dict[str, Any], list[str]]:
     if not opts.templates:
         raise ConfigError(f"honest: no template file given; pass --data honest=PATH (or -o honest.templates=PATH) "
                           f"with a HONEST template TSV from {TEMPLATES_URL}")
@@ -134,7 +127,8 @@ def _load(opts: HonestOptions) -> tuple[list[Item], HurtLex, dict[str, Any], lis
                         f"another category); each distinct template is continued and counted once, as in the "
                         f"reference package, and counts toward every category it is filed under")
     n_distinct = len(items)
-    items = round_robin_limit(items, opts.limit)
+    items = ctx.sample(items, strata=lambda it: (it.template.identity, it.template.type),
+                       levels=("identity", "type"))
     info = {"templates": str(opts.templates), "templates_sha256": _file_sha256(opts.templates),
             "n_template_rows": len(templates), "n_distinct_templates": n_distinct, "n_templates": len(items),
             "identities": identities}
@@ -142,12 +136,11 @@ def _load(opts: HonestOptions) -> tuple[list[Item], HurtLex, dict[str, Any], lis
 
 
 def run(ctx) -> ProbeResult:
-    opts = HonestOptions.from_context(ctx)
-    items, lexicon, info, warnings = _load(opts)
-    settings = _settings(opts, ctx)
-    if not opts.do_sample and opts.k > 1:
-        warnings.append(f"do_sample=false gives one greedy completion per template; k={opts.k} was reduced to 1")
-    boot = dict(seed=int(ctx.seed), n_resamples=opts.resamples)
+    opts = ctx.options_as(HonestOptions).with_data(ctx.data)
+    items, lexicon, info, warnings = _load(opts, ctx)
+    settings, gen_warnings = opts.generation_settings(ctx.batch_size)
+    warnings += gen_warnings
+    boot = dict(seed=opts.run_seed, n_resamples=opts.n_bootstrap)
 
     def complete(side):
         title = "honest: generating" + (" (base)" if side.name == "base" else "")
@@ -206,10 +199,10 @@ def run(ctx) -> ProbeResult:
     write_jsonl_atomic(samples_path, _sample_rows(items, texts, hits, base_out[1] if base_out is not None else None))
 
     config = {**info, "language": opts.language, "generation": settings.as_dict(), "limit": opts.limit,
-              "bootstrap_resamples": opts.resamples, "compare_base": compare_base,
+              "bootstrap_resamples": opts.n_bootstrap, "compare_base": compare_base,
               "options": opts.as_dict()}
     return ProbeResult(probe="honest", probe_version=PROBE_VERSION, config=config, metrics=metrics, groups=groups,
                        tables=tables, scorer=lexicon.describe(), samples_path=str(samples_path),
-                       n_samples=int(hurt.size), seed=int(ctx.seed), warnings=warnings,
+                       n_samples=int(hurt.size), seed=opts.run_seed, warnings=warnings,
                        generation_stats=generation_stats)
 

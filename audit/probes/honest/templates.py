@@ -117,22 +117,3 @@ def distinct_items(templates: list[Template]) -> tuple[list[Item], int]:
             cats[t.template_masked].append(t.category)
     items = [Item(t, tuple(cats[k])) for k, t in first.items()]
     return items, len(templates) - len(items)
-
-
-def round_robin_limit(items: list[Item], limit: int | None) -> list[Item]:
-    """At most `limit` items, taken in turn from each identity so that every identity stays represented."""
-    if limit is None or limit >= len(items):
-        return items
-    by_identity: dict[str, list[Item]] = {}
-    for it in items:
-        by_identity.setdefault(it.template.identity, []).append(it)
-    queues = list(by_identity.values())
-    picked: list[Item] = []
-    depth = 0
-    while len(picked) < limit:
-        for q in queues:
-            if depth < len(q) and len(picked) < limit:
-                picked.append(q[depth])
-        depth += 1
-    order = {id(it): i for i, it in enumerate(items)}
-    return sorted(picked, key=lambda it: order[id(it)])

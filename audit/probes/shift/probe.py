@@ -16,10 +16,7 @@ For an adapter the base distribution comes from the same model with the adapter 
 memory). Logits are consumed batch by batch into per-position scalars and fixed-size summaries; nothing
 of size tokens x vocab outlives a batch.
 
-Options (`-o shift.KEY=VALUE`): corpora (list of .txt/.jsonl/.json/.csv paths; `--corpus` on the CLI;
-default: finetune, neutral, toxic_prompts, group_mentions), max_length (128), limit (texts per corpus),
-watchlist (word-list file; default audit/data/watchlist_toxic.txt), lens_limit (256 prompts), lens (true),
-weight_delta (true), bootstrap (1000 resamples), base_source (auto | toggle | separate).
+Options (`-o shift.KEY=VALUE`): see `ShiftOptions` (audit.probes.shift.options) or `audit probes`.
 """
 
 from __future__ import annotations
@@ -29,6 +26,8 @@ from typing import Optional
 
 import numpy as np
 
+from .limits import sample_prompts, sample_slices
+from .options import ShiftOptions
 from .corpora import (WATCHLIST_TOXIC, Corpus, CorpusItem, default_corpora, load_corpus, read_word_list,
                       watchlist_token_ids)
 from .sides import Side, batches, build_sides, encode, side_logits
@@ -36,7 +35,6 @@ from .slices import SliceStats, divergence_samples, summarise_slices
 from .watch import prompt_pass, watch_metrics
 from .weight_delta import weight_delta_table
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
-from ...errors import ConfigError
 from ...lm.tokens import pad_id as padding_id
 from ...results import ProbeResult, write_jsonl_atomic
 
@@ -46,18 +44,8 @@ PROMPT_SLICES = ("toxic_prompts", "group_mentions")
 
 # ------------------------------------------------------------------ options and corpora
 
-def _corpus_paths(value) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (str, Path)):
-        return [p.strip() for p in str(value).split(",") if p.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(p) for p in value]
-    raise ConfigError(f"option 'corpora': expected a list of file paths, got {type(value).__name__}")
-
-
 def resolve_corpora(ctx, limit: Optional[int]) -> tuple[list[Corpus], list[str]]:
-    paths = _corpus_paths(ctx.option("corpora"))
+    paths = list(ctx.options_as(ShiftOptions).corpora)
     if not paths:
         return default_corpora(ctx.model, ctx.data, limit=limit)
     corpora, seen = [], set()
@@ -72,36 +60,23 @@ def resolve_corpora(ctx, limit: Optional[int]) -> tuple[list[Corpus], list[str]]
     return corpora, []
 
 
-def _positive_or_none(name: str):
-    def cast(v):
-        if v in (None, "", "none", "None"):
-            return None
-        n = int(v)
-        if n <= 0:
-            raise ValueError(v)
-        return n
-    cast.__name__ = "a positive integer"
-    return cast
-
-
 # ------------------------------------------------------------------ the probe
 
 def run(ctx) -> ProbeResult:
     """Run the shift probe on ctx.model against its base (and ctx.reference when given)."""
     from ...progress import bar
 
-    max_length = ctx.option("max_length", 128, _positive_or_none("max_length")) or 128
-    limit = ctx.option("limit", None, _positive_or_none("limit"))
-    lens_limit = ctx.option("lens_limit", 256, _positive_or_none("lens_limit"))
-    do_lens = ctx.option("lens", True, bool)
-    do_weights = ctx.option("weight_delta", True, bool)
-    n_resamples = ctx.option("bootstrap", 1000, int)
-    watch_path = Path(ctx.option("watchlist", None) or WATCHLIST_TOXIC)
+    opts = ctx.options_as(ShiftOptions)
+    seed = opts.run_seed
+    max_length, limit, lens_limit = opts.max_length, opts.limit, opts.lens_limit
+    do_lens, do_weights, n_resamples = opts.lens, opts.weight_delta, opts.n_bootstrap
+    watch_path = Path(opts.watchlist or WATCHLIST_TOXIC)
     batch_size = max(1, int(ctx.batch_size))
     tokenizer = ctx.model.tokenizer
     pad = padding_id(tokenizer)
 
-    corpora, warnings = resolve_corpora(ctx, limit)
+    corpora, warnings = resolve_corpora(ctx, None)
+    corpora, ctx.sample_record = sample_slices(corpora, limit, seed)
     words = read_word_list(watch_path)
     token_ids = watchlist_token_ids(tokenizer, words)
     sides, base_how = build_sides(ctx)
@@ -132,8 +107,7 @@ def run(ctx) -> ProbeResult:
         prompt_source = "+".join(c.name for c in corpora)
         warnings.append("shift: no toxic/group-mention prompt slice; watch-list mass and logit lens use "
                         f"the prompts of {prompt_source}")
-    if lens_limit:
-        prompt_items = prompt_items[:lens_limit]
+    prompt_items = sample_prompts(prompt_items, lens_limit, seed)
     prompts = [it.prompt for it in prompt_items]
     lens_rows: list[dict] = []
     watch_mass: dict[str, np.ndarray] = {}
@@ -149,8 +123,8 @@ def run(ctx) -> ProbeResult:
         warnings += w_warn
 
     # 4. tables, metrics, samples
-    table, groups, metrics = summarise_slices(stats, has_ref, ctx.seed, n_resamples)
-    metrics.update(watch_metrics(watch_mass, ctx.seed, n_resamples))
+    table, groups, metrics = summarise_slices(stats, has_ref, seed, n_resamples)
+    metrics.update(watch_metrics(watch_mass, seed, n_resamples))
     sample_rows = divergence_samples(stats, corpora, has_ref) + \
         [{"item_id": f"watch_mass:{prompt_source}/{j}", "slice": "watch_mass:" + prompt_source, "index": j,
           "group": item.group, "prompt": item.prompt[:300],

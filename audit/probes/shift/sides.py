@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 from ...errors import CheckpointError, ConfigError
 from ...lm.tokens import pad_batch, start_id
+from .options import ShiftOptions
 
 
 @dataclass
@@ -47,9 +48,7 @@ def _check_vocab(tokenizer, other, what: str) -> None:
 def build_sides(ctx) -> tuple[list[Side], str]:
     """[base, tuned, (reference)] and how the base distribution is obtained."""
     handle = ctx.model
-    source = str(ctx.option("base_source", "auto")).lower()
-    if source not in ("auto", "toggle", "separate"):
-        raise ConfigError(f"option 'base_source': {source!r}; expected auto, toggle or separate")
+    source = ctx.options_as(ShiftOptions).base_source
     if source == "toggle" and not handle.is_adapter:
         raise ConfigError("option 'base_source': toggle needs an adapter checkpoint; pass --base for a full model")
     if source == "separate" and ctx.base is None:

@@ -1,14 +1,8 @@
 """Toxicity probe: continue prompts k times, score every continuation, report RealToxicityPrompts metrics
 per group (and per prompt-toxicity bucket when the source knows it), with bootstrap CIs over prompts.
 
-Options (`-o toxicity.NAME=VALUE`): prompts (path or 'builtin'; also `--data toxicity=PATH`), source
-(builtin|bold|rtp, inferred from the file), scorer (see audit.scorers; default `default_scorer_spec()`:
-jigsaw when installed, else profanity; a Scorer object through the Python API), k (samples per
-prompt, default 25 as in the RTP protocol), max_new_tokens (20), temperature (1.0), top_p (0.9), do_sample
-(true), limit (at most N prompts, taken round-robin over groups), compare_base (true), resamples (bootstrap
-resamples per interval, 1000), baseline (true: per-group toxicity also minus the scorer's score on the
-group mention alone, see audit.probes.toxicity.scorer_audit), scorer_gap_threshold (0.1: warn when the
-scorer's last scorer-check found a larger identity false-positive-rate gap).
+Options (`-o toxicity.NAME=VALUE`): see `ToxicityOptions` (audit.probes.toxicity.options) or `audit probes`.
+`limit` takes a seeded sample stratified over (prompt kind, group) (audit.probes.sampling).
 
 When the checkpoint has a base (an adapter, or `--base`), the base continues the same prompts with the same
 settings and seeds and the paired change (model - base) is reported per metric and per group.
@@ -26,13 +20,13 @@ from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from
 from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
                                 prompt_toxicity_bucket, toxicity_metrics)
+from .options import ToxicityOptions
 from .prompts import Prompt, load_prompts
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
-from ...errors import ConfigError
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ..paired import score_model_and_base
 from ...scorers import get_scorer, score_texts
-from .scorer_audit import (DEFAULT_GAP_THRESHOLD, gap_warning, group_baselines, relative_group_metrics,
+from .scorer_audit import (gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
 
 PROBE_VERSION = "1"
@@ -40,23 +34,15 @@ DEGENERATE_WARN_FRACTION = 0.2
 
 
 def settings_from(ctx) -> tuple[GenerationSettings, list[str]]:
-    warnings = []
-    do_sample = ctx.option("do_sample", True, bool)
-    k = ctx.option("k", 25, int)
-    if not do_sample and k > 1:
-        warnings.append(f"do_sample=false gives one greedy continuation per prompt; k={k} was reduced to 1")
-        k = 1
-    settings = GenerationSettings(max_new_tokens=ctx.option("max_new_tokens", 20, int), do_sample=do_sample,
-                                  temperature=ctx.option("temperature", 1.0, float),
-                                  top_p=ctx.option("top_p", 0.9, float), num_samples=k, seed=int(ctx.seed),
-                                  batch_size=int(ctx.batch_size))
-    return settings, warnings
+    return ctx.options_as(ToxicityOptions).generation_settings(ctx.batch_size)
 
 
 def _prompts_from(ctx) -> tuple[list[Prompt], str]:
-    where = ctx.option("prompts", None) or ctx.data.get("toxicity") or "builtin"
-    limit = ctx.option("limit", None, int)
-    return load_prompts(where, source=ctx.option("source", None), limit=limit), str(where)
+    opts = ctx.options_as(ToxicityOptions)
+    where = opts.prompts or ctx.data.get("toxicity") or "builtin"
+    prompts = ctx.sample(load_prompts(where, source=opts.source), strata=lambda p: (p.category, p.group),
+                         levels=("category", "group"))
+    return prompts, str(where)
 
 
 def _continue_and_score(generator_or_handle, prompts: list[Prompt], settings: GenerationSettings, ctx, scorer,
@@ -75,7 +61,7 @@ def _announce_size(prompts: list[Prompt], settings: GenerationSettings, ctx) -> 
     from ...progress import announce
 
     n, k = len(prompts), settings.num_samples
-    both = ctx.has_base() and ctx.option("compare_base", True, bool)
+    both = ctx.has_base() and ctx.options_as(ToxicityOptions).compare_base
     announce(f"toxicity: {n:,} prompts × {k} samples = {n * k:,} continuations of up to {settings.max_new_tokens} "
              f"tokens" + (f", then the same for the base ({2 * n * k:,} in all)" if both else ""))
 
@@ -121,13 +107,12 @@ def _degenerate_metrics(texts, seed: int, resamples: int) -> tuple[dict[str, Met
 
 
 def run(ctx) -> ProbeResult:
+    opts = ctx.options_as(ToxicityOptions)
     prompts, where = _prompts_from(ctx)
     settings, warnings = settings_from(ctx)
-    scorer = get_scorer(ctx.option("scorer", None))
-    seed = int(ctx.seed)
-    boot = dict(seed=seed, n_resamples=ctx.option("resamples", 1000, int))
-    if boot["n_resamples"] < 10:
-        raise ConfigError(f"option 'resamples': {boot['n_resamples']} is too few; expected at least 10 (1000 is usual)")
+    scorer = get_scorer(opts.scorer)
+    seed = opts.run_seed
+    boot = dict(seed=seed, n_resamples=opts.n_bootstrap)
 
     _announce_size(prompts, settings, ctx)
 
@@ -136,7 +121,7 @@ def run(ctx) -> ProbeResult:
         return _continue_and_score(side.generator, prompts, settings, ctx, scorer, None, title)
 
     (texts, scores, stats), base_out = score_model_and_base(ctx, continue_and_score,
-                                                            with_base=ctx.option("compare_base", True, bool))
+                                                            with_base=opts.compare_base)
     metrics = toxicity_metrics(scores, **boot)
     deg_metrics, deg = _degenerate_metrics(texts, seed, boot['n_resamples'])
     metrics.update(deg_metrics)
@@ -148,11 +133,11 @@ def run(ctx) -> ProbeResult:
     groups["degenerate_fraction"] = per_group_deg
     scorer_info = scorer_metadata(scorer)
     group_labels = [p.group for p in prompts]
-    if ctx.option("baseline", True, bool) and len(set(group_labels)) > 1:
+    if opts.baseline and len(set(group_labels)) > 1:
         groups.update(relative_group_metrics(scores, group_labels, group_baselines(scorer, group_labels),
                                              seed, boot["n_resamples"]))
     gap_note = gap_warning(scorer_info, len(set(group_labels)),
-                           ctx.option("scorer_gap_threshold", DEFAULT_GAP_THRESHOLD, float))
+                           opts.scorer_gap_threshold)
     if gap_note:
         warnings.append(gap_note)
     tables = {"by_category": _table(grouped_metrics(scores, [p.category for p in prompts], **boot), "category")}
@@ -194,8 +179,8 @@ def run(ctx) -> ProbeResult:
 
     config = {"prompts": where, "source": prompts[0].source if prompts else None, "n_prompts": len(prompts),
               "threshold": THRESHOLD, "generation": settings.as_dict(),
-              "limit": ctx.option("limit", None, int), "bootstrap_resamples": boot["n_resamples"],
-              "compare_base": bool(ctx.has_base() and ctx.option("compare_base", True, bool))}
+              "limit": opts.limit, "bootstrap_resamples": boot["n_resamples"],
+              "compare_base": bool(ctx.has_base() and opts.compare_base)}
     scorer_info["threshold"] = THRESHOLD
     return ProbeResult(probe="toxicity", probe_version=PROBE_VERSION, config=config, metrics=metrics, groups=groups,
                        tables=tables, scorer=scorer_info, samples_path=str(samples_path),

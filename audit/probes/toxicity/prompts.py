@@ -175,11 +175,11 @@ def infer_source(path: Path) -> str:
 
 
 def load_prompts(path: str | Path | None = "builtin", source: Optional[str] = None,
-                 limit: Optional[int] = None) -> list[Prompt]:
+                 limit: Optional[int] = None, seed: int = 0) -> list[Prompt]:
     """Prompts from the built-in set ("builtin" or None), or from a local file of any known source.
 
-    `limit` keeps the first N prompts of every group in turn (round-robin), so a small limit still covers
-    every group instead of only the first one in the file."""
+    `limit` keeps a seeded sample stratified over (category, group) (`sample_prompts`), so a small limit
+    still covers both prompt kinds and many groups instead of the first rows of the file."""
     if path in (None, "", "builtin"):
         p, src = BUILTIN_TOXICITY, "builtin"
         if source not in (None, "builtin"):
@@ -193,24 +193,14 @@ def load_prompts(path: str | Path | None = "builtin", source: Optional[str] = No
         raise ConfigError(f"source={src}: unknown prompt source; expected one of {', '.join(SOURCES)}")
     prompts = {"builtin": load_team_prompts, "bold": load_bold, "rtp": load_rtp}[src](p)
     if limit is not None:
-        prompts = round_robin_limit(prompts, int(limit))
+        prompts = sample_prompts(prompts, int(limit), seed)
     return prompts
 
 
-def round_robin_limit(prompts: list[Prompt], limit: int) -> list[Prompt]:
-    """At most `limit` prompts, taken one group at a time in file order."""
+def sample_prompts(prompts: list[Prompt], limit: int, seed: int = 0) -> list[Prompt]:
+    """At most `limit` prompts: the shared seeded sample (audit.probes.sampling) over (category, group)."""
+    from ..sampling import stratified_sample
+
     if limit < 1:
         raise ConfigError(f"limit={limit}: expected an integer >= 1")
-    if len(prompts) <= limit:
-        return list(prompts)
-    by_group: dict[str, list[Prompt]] = {}
-    for p in prompts:
-        by_group.setdefault(p.group, []).append(p)
-    out: list[Prompt] = []
-    depth = 0
-    while len(out) < limit:
-        for items in by_group.values():
-            if depth < len(items) and len(out) < limit:
-                out.append(items[depth])
-        depth += 1
-    return out
+    return stratified_sample(prompts, limit, seed, strata=lambda p: (p.category, p.group))[0]
