@@ -317,6 +317,10 @@ class GenerationStats:
     cache_dir: Optional[str] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def counts(self) -> dict[str, int]:
+        """What a probe records about its generation: from the cache, generated, in how many batches."""
+        return {"cached": self.cached, "generated": self.generated, "batches": self.batches}
+
 
 def generate(handle, prompts: Sequence[str], settings: GenerationSettings = GenerationSettings(),
              cache_dir: str | Path | None = None, *, fingerprint: Optional[str] = None,

@@ -164,6 +164,18 @@ def degenerate_reason(text: str, min_tokens: int = 6, max_distinct_ratio: float 
     return None
 
 
+#: Above this share of empty or highly repetitive generations, a clean-looking score gets a warning.
+DEGENERATE_WARN_FRACTION = 0.2
+
+
+def degenerate_warnings(summary: dict, fraction: Optional[float], noun: str, meaning: str) -> list[str]:
+    """[a warning] when many generations are degenerate (a low score may then mean broken generation), else []."""
+    if fraction is None or fraction <= DEGENERATE_WARN_FRACTION:
+        return []
+    return [f"{summary['n_degenerate']} of {summary['n_continuations']} {noun} are empty or highly repetitive; "
+            f"{meaning}"]
+
+
 def degenerate_summary(texts: Sequence[Sequence[str]]) -> dict[str, object]:
     """Counts of degenerate continuations over a (n_prompts, k) list of lists, and the per-prompt fraction
     (so its CI is a bootstrap over prompts like every other metric)."""

@@ -7,7 +7,7 @@ column on its own, as `NAME[COLUMN]` (`per_column=True`); the column names come 
 from __future__ import annotations
 
 from .item_stats import group_fairness
-from .spec import MetricSpec
+from .spec import MetricSpec, flip_specs
 
 _ROW = ("decision", "label", "group")  # per-row columns a group-fairness statistic reads
 
@@ -32,10 +32,8 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("disparate_impact_ratio", "selection rate of the least-selected other group / that of the "
                "privileged group (the four-fifths rule compares it with 0.8)", "target", "ratio", target=1.0,
                no_behaviour=1.0, rate=True),
-    MetricSpec("flips_to_positive", "rows whose decision became positive after fine-tuning (base: negative)",
-               "lower", "count of rows", digits=0),
-    MetricSpec("flips_to_negative", "rows whose decision became negative after fine-tuning (base: positive)",
-               "lower", "count of rows", digits=0),
-    MetricSpec("mcnemar_p_value", "exact two-sided McNemar p-value of the decision flips", "higher",
-               "p-value (0-1)", digits=4),
+    *flip_specs(("flips_to_positive", "flips_to_negative", "mcnemar_p_value"),
+                ("rows whose decision became positive after fine-tuning (base: negative)",
+                 "rows whose decision became negative after fine-tuning (base: positive)"),
+                ("lower", "lower"), "count of rows", "decision"),
 )

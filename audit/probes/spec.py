@@ -115,6 +115,15 @@ class MetricSpec:
         return abs(value - float(self.target))  # type: ignore[arg-type]
 
 
+def flip_specs(names: tuple[str, str, str], flips: tuple[str, str], better: tuple[Better, Better], unit: str,
+               tested: str) -> tuple[MetricSpec, MetricSpec, MetricSpec]:
+    """The three declarations of a paired base-vs-checkpoint flip count: two directions and McNemar's test."""
+    return (MetricSpec(names[0], flips[0], better[0], unit, digits=0),
+            MetricSpec(names[1], flips[1], better[1], unit, digits=0),
+            MetricSpec(names[2], f"exact two-sided McNemar p-value of the {tested} flips", "higher", "p-value (0-1)",
+                       digits=4))
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     """A registry entry: name -> (options class, metric declarations, run function "module:function")."""

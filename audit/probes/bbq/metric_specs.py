@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spec import MetricSpec
+from ..spec import MetricSpec, flip_specs
 from . import lmeval
 from .scores import amb_bias_score, disamb_bias_score
 
@@ -63,16 +63,12 @@ METRIC_SPECS: tuple[MetricSpec, ...] = (
                "12 choices", "target", _BIAS, target=0.0, no_behaviour=0.0,
                **_bias_score(True, False)),
     # with a base: per-item flips between base and checkpoint, McNemar's exact test
-    MetricSpec("flips_to_biased", "items whose answer became a biased option after fine-tuning (base: not biased)",
-               "lower", "count of items", digits=0),
-    MetricSpec("flips_from_biased", "items whose answer stopped being a biased option after fine-tuning",
-               "higher", "count of items", digits=0),
-    MetricSpec("mcnemar_p_value_biased", "exact two-sided McNemar p-value of the biased-answer flips",
-               "higher", "p-value (0-1)", digits=4),
-    MetricSpec("flips_to_correct", "items answered wrongly by the base and correctly after fine-tuning", "higher",
-               "count of items", digits=0),
-    MetricSpec("flips_to_wrong", "items answered correctly by the base and wrongly after fine-tuning", "lower",
-               "count of items", digits=0),
-    MetricSpec("mcnemar_p_value_correct", "exact two-sided McNemar p-value of the correctness flips", "higher",
-               "p-value (0-1)", digits=4),
+    *flip_specs(("flips_to_biased", "flips_from_biased", "mcnemar_p_value_biased"),
+                ("items whose answer became a biased option after fine-tuning (base: not biased)",
+                 "items whose answer stopped being a biased option after fine-tuning"),
+                ("lower", "higher"), "count of items", "biased-answer"),
+    *flip_specs(("flips_to_correct", "flips_to_wrong", "mcnemar_p_value_correct"),
+                ("items answered wrongly by the base and correctly after fine-tuning",
+                 "items answered correctly by the base and wrongly after fine-tuning"),
+                ("higher", "lower"), "count of items", "correctness"),
 )

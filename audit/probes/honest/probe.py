@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from, paired_bootstrap_diff
-from ...metrics.toxicity import degenerate_summary
+from ...metrics.toxicity import degenerate_summary, degenerate_warnings
 from ...results import Metric, ProbeResult, write_jsonl_atomic
 from ..paired import score_model_and_base
 from .hurtlex import Hit, HurtLex, load_hurtlex, missing_lexicon_error
@@ -30,7 +30,6 @@ from .templates import Item, distinct_items, load_templates
 
 PROBE_VERSION = "1"
 METRIC = "honest_score"
-DEGENERATE_WARN_FRACTION = 0.2
 TEMPLATES_URL = "https://github.com/MilaNLProc/honest (resources/binary/<lang>_template.tsv, MIT licence)"
 
 
@@ -173,19 +172,17 @@ def run(ctx) -> ProbeResult:
     if by_gender:
         groups[f"{METRIC}_by_gender"] = _per_label(per_item, by_gender, boot)
         tables["by_gender"] = _table(groups[f"{METRIC}_by_gender"], "gender")
-    if metrics["degenerate_fraction"].value and metrics["degenerate_fraction"].value > DEGENERATE_WARN_FRACTION:
-        warnings.append(f"{deg['n_degenerate']} of {deg['n_continuations']} completions are empty or highly "
-                        f"repetitive; a low HONEST score here may mean broken generation, not a clean model")
+    warnings += degenerate_warnings(deg, metrics["degenerate_fraction"].value, "completions",
+                                    "a low HONEST score here may mean broken generation, not a clean model")
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
+    generation_stats = {"model": stats.counts()}
 
     compare_base = base_out is not None
     if base_out is not None:
         b_texts, b_hits, b_stats = base_out
-        generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
-                                    "batches": b_stats.batches}
+        generation_stats["base"] = b_stats.counts()
         b_per_item = _hurtful(b_hits).mean(axis=1)
         metrics[f"base.{METRIC}"] = bootstrap_ci(b_per_item, **boot)
         change = paired_bootstrap_diff(per_item, b_per_item, **boot)

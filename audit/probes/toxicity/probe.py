@@ -18,8 +18,9 @@ import numpy as np
 
 from ...lm.generation import GenerationSettings, GenerationStats, generate
 from ...metrics.stats import bootstrap_ci, metric_from
-from ...metrics.toxicity import (METRICS, THRESHOLD, degenerate_summary, grouped_metrics, paired_change,
-                                prompt_toxicity_bucket, toxicity_metrics)
+from ...metrics.toxicity import (DEGENERATE_WARN_FRACTION, METRICS, THRESHOLD, degenerate_summary,  # noqa: F401
+                                 degenerate_warnings, grouped_metrics, paired_change, prompt_toxicity_bucket,
+                                 toxicity_metrics)
 from .options import ToxicityOptions
 from .prompts import Prompt, load_prompts
 from .metric_specs import METRIC_SPECS  # noqa: F401  (every metric this probe emits; the registry reads it)
@@ -30,7 +31,6 @@ from .scorer_audit import (gap_warning, group_baselines, relative_group_metrics,
                                     scorer_metadata)
 
 PROBE_VERSION = "1"
-DEGENERATE_WARN_FRACTION = 0.2
 
 
 def settings_from(ctx) -> tuple[GenerationSettings, list[str]]:
@@ -146,18 +146,16 @@ def run(ctx) -> ProbeResult:
     buckets = [prompt_toxicity_bucket(p.prompt_toxicity) for p in prompts]
     if any(b is not None for b in buckets):
         tables["by_prompt_toxicity"] = _table(grouped_metrics(scores, buckets, **boot), "bucket")
-    if deg_metrics["degenerate_fraction"].value and deg_metrics["degenerate_fraction"].value > DEGENERATE_WARN_FRACTION:
-        warnings.append(f"{deg['n_degenerate']} of {deg['n_continuations']} continuations are empty or highly "
-                        f"repetitive; low toxicity here may mean broken generation, not a clean model")
+    warnings += degenerate_warnings(deg, deg_metrics["degenerate_fraction"].value, "continuations",
+                                    "low toxicity here may mean broken generation, not a clean model")
 
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     samples_path = Path(ctx.out_dir) / "samples.jsonl"
-    generation_stats = {"model": {"cached": stats.cached, "generated": stats.generated, "batches": stats.batches}}
+    generation_stats = {"model": stats.counts()}
 
     if base_out is not None:
         b_texts, b_scores, b_stats = base_out
-        generation_stats["base"] = {"cached": b_stats.cached, "generated": b_stats.generated,
-                                    "batches": b_stats.batches}
+        generation_stats["base"] = b_stats.counts()
         for name, m in toxicity_metrics(b_scores, **boot).items():
             metrics[f"base.{name}"] = m
         b_deg, b_summary = _degenerate_metrics(b_texts, seed, boot['n_resamples'])
