@@ -12,7 +12,7 @@ from .. import __version__
 from ..results import now_iso
 from ..probes.metric_lookup import format_metric as fmt_m, format_metric_ci as fmt_m_ci
 from ..rundir import RunDir
-from .compare import KEEP_RULE, Run, comparison_rows, fmt, fmt_ci, keep_summary, load_runs, pick_base
+from .compare import KEEP_RULE, Run, comparison_rows, fmt, keep_summary, load_runs, pick_base
 from .definitions import metric_definitions
 
 EXAMPLES_PER_GROUP = 2
