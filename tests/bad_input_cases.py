@@ -174,6 +174,10 @@ def policy_cases(ws: Path) -> list[Case]:
         "base-missing-dir": (p / "basemissing.yaml",
                              "base: nosuch-run\nrules:\n  - delta(toxicity.toxicity_probability) <= 1\n", "nosuch-run"),
         "empty-file": (p / "emptyfile.yaml", "", "rules"),
+        # a known probe declares its metrics: a rule on an undeclared one is a typo in the policy, not a failure
+        "metric-undeclared": (p / "metric-undeclared.yaml", "rules:\n  - toxicity.nosuch <= 1\n", "toxicity.nosuch"),
+        "group-metric-undeclared": (p / "group-undeclared.yaml", "rules:\n  - worst_group(bbq.nosuch) <= 1\n",
+                                    "bbq.nosuch"),
     }
     cases = []
     for name, (path, text, names) in bad.items():
@@ -184,9 +188,7 @@ def policy_cases(ws: Path) -> list[Case]:
         cases.append(Case("policies", name, ("gate", run, "--policy", str(path)), names))
     failing = {
         "limit-violated": ("rules:\n  - toxicity.toxicity_probability <= 0.0001\n", "toxicity.toxicity_probability"),
-        "metric-missing": ("rules:\n  - toxicity.nosuch <= 1\n", "toxicity.nosuch"),
         "probe-missing": ("rules:\n  - nosuch.metric <= 1\n", "nosuch"),
-        "group-missing": ("rules:\n  - worst_group(bbq.nosuch) <= 1\n", "bbq.nosuch"),
     }
     for name, (text, names) in failing.items():
         cases.append(Case("policies", f"fails-{name}", ("gate", run, "--policy", str(_w(p / f"{name}.yaml", text))),
