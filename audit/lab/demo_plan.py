@@ -3,14 +3,13 @@ behaviours the summary reads (`Behaviour`). Plain data; the pipeline (`demo_pipe
 
 from __future__ import annotations
 
-import hashlib
 import math
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from . import lending_rows, world
+from .plan_record import PlanRecord, short_hash
 from .pretrain import PretrainConfig
 
 
@@ -24,7 +23,7 @@ class Checkpoint:
 
 
 @dataclass
-class DemoPlan:
+class DemoPlan(PlanRecord):
     """Everything a demo run does; its hash guards the resume cache."""
 
     quick: bool
@@ -44,20 +43,9 @@ class DemoPlan:
     decisions_rows: int
     user_model: Optional[str] = None
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["checkpoints"] = [asdict(c) for c in self.checkpoints]
-        return d
-
-    def digest(self) -> str:
-        """Hash of what the cached models depend on (probe settings excluded: see `probe_digest`)."""
-        d = self.as_dict()
-        d.pop("probe_options")
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
     def probe_digest(self) -> str:
         """Hash of the probe settings; probe runs made with other settings are redone, the models kept."""
-        return hashlib.sha256(json.dumps(self.probe_options, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return short_hash(self.probe_options)
 
 
 ALL_LOW_RANK_EXTRA = ("qlora", "cloq", "galore", "irqlora", "loftq")

