@@ -8,6 +8,7 @@ The limits can be raised with AUDIT_MAX_INPUT_BYTES and AUDIT_MAX_LINE_BYTES.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -91,3 +92,16 @@ def read_text(path: str | Path, what: str = "text file") -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise file_error(path, f"not UTF-8 text; expected {what}; re-save the file as UTF-8", line=line) from None
     return text[1:] if text.startswith(BOM) else text
+
+
+@contextlib.contextmanager
+def csv_read_errors(path: str | Path, what: str = "a CSV file") -> Iterator[None]:
+    """Turn the decoding and CSV errors of reading `path` into one line naming the file."""
+    import csv
+
+    try:
+        yield
+    except UnicodeDecodeError:
+        raise file_error(path, f"not UTF-8 text; expected {what}") from None
+    except csv.Error as exc:
+        raise file_error(path, f"malformed CSV ({exc})") from None

@@ -66,38 +66,33 @@ def load_pairs(path: str | Path, limit: Optional[int] = None) -> list[Pair]:
     if not path.is_file():
         raise file_error(path, "no such file; expected the CrowS-Pairs CSV (crows_pairs_anonymized.csv)")
     pairs: list[Pair] = []
-    from ..textfiles import check_input_file
+    from ..textfiles import check_input_file, csv_read_errors
 
     check_input_file(path, "the CrowS-Pairs CSV")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
+    with csv_read_errors(path, "the CrowS-Pairs CSV"), open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        for col in REQUIRED_COLUMNS:
+            if col not in header:
+                raise file_error(path, f"missing column; a CrowS-Pairs CSV needs the columns "
+                                       f"{', '.join(REQUIRED_COLUMNS)} (header: {', '.join(header) or 'empty'})",
+                                 line=1, field=col)
+        for row in reader:
+            line = reader.line_num
             for col in REQUIRED_COLUMNS:
-                if col not in header:
-                    raise file_error(path, f"missing column; a CrowS-Pairs CSV needs the columns "
-                                           f"{', '.join(REQUIRED_COLUMNS)} (header: {', '.join(header) or 'empty'})",
-                                     line=1, field=col)
-            for row in reader:
-                line = reader.line_num
-                for col in REQUIRED_COLUMNS:
-                    if not (row.get(col) or "").strip():
-                        raise file_error(path, "empty value; expected text", line=line, field=col)
-                direction = row["stereo_antistereo"].strip()
-                if direction not in DIRECTIONS:
-                    raise file_error(path, f"value {direction!r}; expected 'stereo' or 'antistereo'",
-                                     line=line, field="stereo_antistereo")
-                index = (row.get("") or row.get("Unnamed: 0") or str(len(pairs))).strip()
-                bias = row["bias_type"].strip()
-                pairs.append(Pair(index=index, line=line, sent_more=row["sent_more"], sent_less=row["sent_less"],
-                                  direction=direction, bias_type=bias,
-                                  annotator_agreement=_agreement(row.get("annotations") or "", bias)))
-                if limit is not None and len(pairs) >= limit:
-                    break
-    except UnicodeDecodeError:
-        raise file_error(path, "not UTF-8 text; expected a CSV file") from None
-    except csv.Error as exc:
-        raise file_error(path, f"malformed CSV ({exc})") from None
+                if not (row.get(col) or "").strip():
+                    raise file_error(path, "empty value; expected text", line=line, field=col)
+            direction = row["stereo_antistereo"].strip()
+            if direction not in DIRECTIONS:
+                raise file_error(path, f"value {direction!r}; expected 'stereo' or 'antistereo'",
+                                 line=line, field="stereo_antistereo")
+            index = (row.get("") or row.get("Unnamed: 0") or str(len(pairs))).strip()
+            bias = row["bias_type"].strip()
+            pairs.append(Pair(index=index, line=line, sent_more=row["sent_more"], sent_less=row["sent_less"],
+                              direction=direction, bias_type=bias,
+                              annotator_agreement=_agreement(row.get("annotations") or "", bias)))
+            if limit is not None and len(pairs) >= limit:
+                break
     if not pairs:
         raise file_error(path, "no data rows")
     return pairs
