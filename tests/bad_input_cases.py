@@ -348,9 +348,9 @@ def data_cases(ws: Path) -> list[Case]:
         Case("data", "finetune-data-dev-zero", ("finetune", "--method", "lora", "--model", str(ws / "A"), "--data",
                                                 "/dev/zero", "--out", str(ws / "ft-y")), "/dev/zero"),
     ]
-    def probe(name: str) -> tuple[str, ...]:  # one --out per case: the cases run in parallel
-        return ("probe", "--model", str(ws / "A"), "--out", str(ws / f"o3-{name}"), "-o", "limit=2", "-o", "k=1",
-                "-o", "max_new_tokens=2")
+    def probe(name: str, generates: bool = True) -> tuple[str, ...]:  # one --out per case: they run in parallel
+        generation = ("-o", "k=1", "-o", "max_new_tokens=2") if generates else ()  # an option no probe has is an error
+        return ("probe", "--model", str(ws / "A"), "--out", str(ws / f"o3-{name}"), "-o", "limit=2", *generation)
 
     bad_prompts = _w(d / "prompts-bad.jsonl", '{"prompt": {"text": "a"}}\n{oops\n')
     latin_prompts = _w(d / "prompts-latin1.jsonl", b'{"prompt": {"text": "caf\xe9"}}\n')
@@ -368,7 +368,7 @@ def data_cases(ws: Path) -> list[Case]:
              (*probe("toxicity-prompts-not-utf8"), "--probes", "toxicity", "--data", f"toxicity={latin_prompts}"),
              "prompts-latin1.jsonl", loads_model=True),
         Case("data", "crows-missing-columns",
-             (*probe("crows-missing-columns"), "--probes", "crows_pairs", "--data", f"crows_pairs={crows}"),
+             (*probe("crows-missing-columns", generates=False), "--probes", "crows_pairs", "--data", f"crows_pairs={crows}"),
              "crows-nocol.csv", loads_model=True),
         Case("data", "lexicon-not-utf8",
              (*probe("lexicon-not-utf8"), "--probes", "toxicity", "-o", f"scorer=lexicon:{lexicon}"),
