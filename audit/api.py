@@ -29,8 +29,6 @@ def _as_handle(m: Optional[ModelLike], **load_kwargs) -> Optional[ModelHandle]:
     return load(m, **load_kwargs)
 
 
-
-
 def recordable_options(value: Any) -> Any:
     """Options as the manifest records them: a Python object passed as an option (a custom scorer) is
     recorded by name and version (or its type), never serialised itself."""
@@ -64,9 +62,7 @@ def run_probes(model: ModelLike, probes: Iterable[str], out: str | Path, *, base
     model needs `overwrite=True`; a second writer at the same time is refused (see `audit.rundir`).
     Generation caches go to `cache_dir`, default `AUDIT_CACHE_DIR` (~/.cache/audit), never beside `out`.
     """
-    from .lm import batching
-    from .lm import chat_template
-    from .lm import runtime
+    from .lm import batching, chat_template, runtime
 
     if system_prompt and not apply_chat_template:
         raise ConfigError("--system-prompt: only used inside a chat template; add --apply-chat-template")
