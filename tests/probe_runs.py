@@ -29,7 +29,7 @@ def probe_inputs(work: Path) -> tuple[dict[str, str], dict[str, dict]]:
     from test_bbq import make_items, write_jsonl
 
     work.mkdir(parents=True, exist_ok=True)
-    lab = write_probe_data(work / "lab", seed=0, size=ProbeSize(subjects_per_situation=1, crows_templates=2,
+    lab = write_probe_data(work / "lab", seed=0, size=ProbeSize(target_prompts=4, other_prompts=2, crows_templates=2,
                                                                   decisions=40))
     apps = pd.read_csv(lab["decisions"])
     apps["region"] = ["north" if i % 2 else "south" for i in range(len(apps))]  # a second sensitive column
