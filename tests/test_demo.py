@@ -146,7 +146,14 @@ def test_two_quick_runs_in_fresh_directories_give_identical_values(quick_demo, t
 
     out, _ = quick_demo
     again = tmp_path / "again"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AUDIT_NO_PROGRESS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    import torch
+
+    # The in-process run used the suite's thread count (conftest sets 1). CPU kernels split reductions by
+    # thread, so a different count changes float sums in the last bits and, through training, the 4th
+    # decimal of a loss: the same count is part of "same settings".
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "AUDIT_NO_PROGRESS": "1", "TRANSFORMERS_VERBOSITY": "error",
+           "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     proc = subprocess.run([str(AUDIT), "demo", "--quick", "--out", str(again)], capture_output=True, text=True,
                           env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -68,8 +68,8 @@ def test_adapter_checkpoint_reports_the_change_from_its_base(tmp_path, tiny_lora
 
 @pytest.mark.parametrize("probe, options, message", [
     ("rl:casino", {}, "'casino': unknown environment id; expected one of lending, admission, attention"),
-    ("rl:lending", {"horizon": 0}, "option 'horizon': must be a positive integer (at least 1), got 0"),
-    ("rl:lending", {"horizon": "ten"}, "option 'horizon': expected a positive integer, got 'ten'"),
+    ("rl:lending", {"horizon": 0}, "option 'rl:lending.horizon': 0; expected a positive integer (at least 1)"),
+    ("rl:lending", {"horizon": "ten"}, "option 'rl:lending.horizon': expected integer, got 'ten'"),
     ("rl:lending", {"action_words": " yes| no"}, "action word ' yes' is 2 tokens for this tokenizer"),
     ("rl:lending", {"reference_policy": "kind"}, "policy 'kind': unknown policy"),
     ("rl:lending", {"group_names": "a|b|c"}, "parameter 'group_names': expected 2 names, got 3"),

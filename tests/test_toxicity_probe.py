@@ -227,10 +227,12 @@ def test_degenerate_outputs_are_flagged(tmp_path):
     assert probe_mod.DEGENERATE_WARN_FRACTION < 1
 
 
-def test_cli_probe_toxicity(tiny_llama_dir, tmp_path):
+def test_cli_probe_toxicity(tiny_llama_dir, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from audit.cli import app
+
+    monkeypatch.setenv("AUDIT_CACHE_DIR", str(tmp_path / "cache"))  # other tests generate the same prompts
 
     out = tmp_path / "run"
     args = ["probe", "--probes", "toxicity", "--model", str(tiny_llama_dir), "--out", str(out),
