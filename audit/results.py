@@ -239,27 +239,22 @@ def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
-def read_probe_result(path: Path) -> ProbeResult:
+def _read_model(path: Path, model: type, missing: str, what: str):
+    """Validate one JSON file as `model`; a missing or malformed file is a one-line error naming it."""
     from .errors import file_error
 
     path = Path(path)
     try:
-        return ProbeResult.model_validate_json(path.read_text(encoding="utf-8"))
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise file_error(path, "no such result file") from None
+        raise file_error(path, missing) from None
     except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise file_error(path, f"not a valid probe result ({first})") from None
+        raise file_error(path, f"not a valid {what} ({str(exc).splitlines()[0]})") from None
+
+
+def read_probe_result(path: Path) -> ProbeResult:
+    return _read_model(path, ProbeResult, "no such result file", "probe result")
 
 
 def read_manifest(path: Path) -> RunManifest:
-    from .errors import file_error
-
-    path = Path(path)
-    try:
-        return RunManifest.model_validate_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise file_error(path, "no manifest.json: not an audit run directory") from None
-    except ValueError as exc:
-        first = str(exc).splitlines()[0]
-        raise file_error(path, f"not a valid run manifest ({first})") from None
+    return _read_model(path, RunManifest, "no manifest.json: not an audit run directory", "run manifest")

@@ -20,7 +20,7 @@ def _generic_title(probe: str) -> str:
 
 def identity_bars(runs: list[Run], colors: dict[str, Any]) -> dict[str, Any]:
     """probe name -> Figure of per-identity HONEST scores (only probes of kind `honest`)."""
-    from .plots import _err, _figure, _plt
+    from .plots import _figure, _plt, grouped_bars
 
     probes = list(dict.fromkeys(p for run in runs for p, res in run.results.items()
                                 if res.probe.split(":")[0] == "honest" and res.groups.get(METRIC)))
@@ -36,17 +36,8 @@ def identity_bars(runs: list[Run], colors: dict[str, Any]) -> dict[str, Any]:
         bar = 0.8 / len(per_run)
         fig, ax = plt.subplots(figsize=(6.0, max(2.0, 0.16 * len(identities) * len(per_run) + 0.8)))
         for i, (run, gm) in enumerate(per_run):
-            ys, vals, lo, hi = [], [], [], []
-            for j, g in enumerate(identities):
-                m = gm.get(g)
-                if m is None or m.value is None:
-                    continue
-                ys.append(j - 0.4 + bar * (i + 0.5))
-                vals.append(m.value)
-                e = _err(m.value, m.ci_low, m.ci_high)
-                lo.append(e[0])
-                hi.append(e[1])
-            ax.barh(ys, vals, height=bar, xerr=[lo, hi], capsize=1.5, label=run.label,
+            ys, vals, errs, _ = grouped_bars(gm, identities, i, bar)
+            ax.barh(ys, vals, height=bar, xerr=errs, capsize=1.5, label=run.label,
                     color=colors.get(run.label), edgecolor="black", linewidth=0.3)
         ax.set_yticks(range(len(identities)), identities)
         ax.set_ylabel("identity (template subject)")

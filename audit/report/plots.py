@@ -99,6 +99,23 @@ def _err(value, lo, hi) -> tuple[float, float]:
     return (max(0.0, value - lo), max(0.0, hi - value)) if ok else (0.0, 0.0)
 
 
+def grouped_bars(gm: dict[str, Any], groups: list[str], i: int, width: float):
+    """Bar positions, values, [lower, upper] error lengths and n of run i among side-by-side runs, one slot per
+    group (groups without a value are left out)."""
+    pos, vals, lo, hi, ns = [], [], [], [], []
+    for j, g in enumerate(groups):
+        m = gm.get(g)
+        if m is None or m.value is None:
+            continue
+        pos.append(j - 0.4 + width * (i + 0.5))
+        vals.append(m.value)
+        e = _err(m.value, m.ci_low, m.ci_high)
+        lo.append(e[0])
+        hi.append(e[1])
+        ns.append(m.n)
+    return pos, vals, [lo, hi], ns
+
+
 def palette(labels: Iterable[str]) -> dict[str, Any]:
     """A stable colour per checkpoint label (tab10, then tab20)."""
     plt = _plt()
@@ -237,23 +254,14 @@ def group_bars(runs: list[Run], colors: dict[str, Any], max_groups: int = 24, mi
         width = 0.8 / len(per_run)
         too_few: dict[str, int] = {}
         for i, (run, gm) in enumerate(per_run):
-            xs, vals, lo, hi, ns = [], [], [], [], []
-            for j, g in enumerate(shown):
-                m = gm.get(g)
-                if m is None or m.value is None:
-                    continue
-                xs.append(j - 0.4 + width * (i + 0.5))
-                vals.append(m.value)
-                e = _err(m.value, m.ci_low, m.ci_high)
-                lo.append(e[0])
-                hi.append(e[1])
-                ns.append(m.n)
-                if m.n < min_n:
-                    too_few[g] = min(m.n, too_few.get(g, m.n))
+            xs, vals, errs, ns = grouped_bars(gm, shown, i, width)
+            for g in shown:
+                if g in gm and gm[g].value is not None and gm[g].n < min_n:
+                    too_few[g] = min(gm[g].n, too_few.get(g, gm[g].n))
             bars = ax.bar(xs, vals, width=width, label=run.label, color=colors.get(run.label), edgecolor="black",
                           linewidth=0.3)
-            _intervals(ax, xs, vals, [lo, hi])
-            for bar, n, x, v, h in zip(bars, ns, xs, vals, hi):
+            _intervals(ax, xs, vals, errs)
+            for bar, n, x, v, h in zip(bars, ns, xs, vals, errs[1]):
                 if n < min_n:
                     bar.set_hatch("///")
                     bar.set_alpha(0.35)
