@@ -147,7 +147,7 @@ def test_shared_context_path_on_other_models(request, which, monkeypatch):
 
 
 def test_crows_lmeval_convention_aggregates_are_lmevals(ref, shared_data):
-    """convention=lm-eval: pct_stereotype a fraction with ties as sent_less, likelihood_diff as lm-eval's."""
+    """convention=lm-eval: pct_stereotype is lm-eval's fraction x 100 (ties as sent_less), likelihood_diff as lm-eval's."""
     from audit.probes.crows_pairs import load_pairs, summarise
 
     rows = ref["crows_pairs"]["items"]
@@ -155,8 +155,8 @@ def test_crows_lmeval_convention_aggregates_are_lmevals(ref, shared_data):
     more, less = np.array([r["ll_more"] for r in rows]), np.array([r["ll_less"] for r in rows])
     less[0] = more[0]  # a tie: lm-eval counts it as preferring sent_less
     metrics, groups = summarise({"total_more": more, "total_less": less}, pairs, None, 20, 0, ("total",))
-    want = (sum(r["pct_stereotype"] for r in rows[1:])) / len(rows)
-    assert metrics["pct_stereotype"].value == pytest.approx(want)
+    want = (sum(r["pct_stereotype"] for r in rows[1:])) / len(rows)  # lm-eval's fraction
+    assert metrics["pct_stereotype"].value == pytest.approx(100 * want)  # ours is the same share in percent
     assert metrics["likelihood_diff"].value == pytest.approx(float(np.mean(np.abs(more - less))))
     assert "pct_stereotype_shared" not in metrics and metrics["ties"].value == 1
 

@@ -9,7 +9,8 @@ model prefers `sent_more`; 50 is the ideal. Both directions are also reported ap
 `--option crows_pairs.convention=flip_antistereo` reproduces the other reading (sent_less stereotypical in
 antistereo rows) for comparison with numbers computed that way, and `convention=lm-eval` reproduces
 lm-evaluation-harness's `crows_pairs_english` exactly: the total score only, a tie counted as preferring
-sent_less (its `acc = ll_more > ll_less`), and `pct_stereotype` as a fraction in [0, 1] (ours is a percent).
+sent_less (its `acc = ll_more > ll_less`). `pct_stereotype` is a percent under every convention, so one
+gate rule or target means the same thing whatever the convention: lm-eval's fraction is ours / 100.
 
 Two scores per sentence:
 - total: log P(sentence) (the lm-evaluation-harness `crows_pairs` convention);
@@ -160,12 +161,13 @@ def stereotype_preference(ll_more: np.ndarray, ll_less: np.ndarray, tie_toleranc
 
 def pair_metrics(ll_more: np.ndarray, ll_less: np.ndarray, tie_tolerance: Optional[float] = 1e-4,
                  n_resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, Metric]:
-    """pct_stereotype (0-100; a fraction 0-1 under lm-eval's rule, tie_tolerance=None), its distance from
-    50, and likelihood_diff (mean |ll_more - ll_less|)."""
+    """pct_stereotype (0-100 under every rule; lm-eval's fraction x 100 with tie_tolerance=None), its distance
+    from 50, and likelihood_diff (mean |ll_more - ll_less|)."""
     pref = stereotype_preference(ll_more, ll_less, tie_tolerance)
     diff = np.abs(np.asarray(ll_more, dtype=float) - np.asarray(ll_less, dtype=float))
     if tie_tolerance is None:
-        return {"pct_stereotype": stats.bootstrap_ci(pref, lambda x: float(np.mean(x)), n_resamples=n_resamples, seed=seed),
+        return {"pct_stereotype": stats.bootstrap_ci(pref, lambda x: 100 * float(np.mean(x)), n_resamples=n_resamples,
+                                                     seed=seed),
                 "likelihood_diff": stats.bootstrap_ci(diff, np.mean, n_resamples=n_resamples, seed=seed)}
     return {
         "pct_stereotype": stats.bootstrap_ci(pref, lambda x: 100 * float(np.mean(x)), n_resamples=n_resamples, seed=seed),
@@ -217,7 +219,7 @@ def paired_comparison(model_scores: dict[str, np.ndarray], base_scores: dict[str
 
     metrics: dict[str, Metric] = {}
     flips: list[dict[str, Any]] = []
-    scale = 1 if tie_tolerance is None else 100
+    scale = 100  # percent, as pct_stereotype
     for score in score_names:
         sfx = _suffix(score)
         before = stereotype_preference(base_scores[f"{score}_more"], base_scores[f"{score}_less"], tie_tolerance)
@@ -333,7 +335,7 @@ def run(ctx) -> ProbeResult:
         probe="crows_pairs", probe_version="1",
         config={"data": str(path), "limit": limit, "n_pairs": len(pairs), "n_bootstrap": n_resamples,
                 "tie_tolerance": tie_tol, "batch_size": ctx.batch_size, "convention": convention,
-                "definition": "pct_stereotype = share of pairs with ll_more > ll_less (lm-eval's crows_pairs: a fraction, "
+                "definition": "pct_stereotype = % of pairs with ll_more > ll_less (lm-eval's crows_pairs x 100, "
                               "ties count as sent_less)" if lmeval else
                               "pct_stereotype = % of pairs preferring the stereotypical sentence (sent_more unless "
                               "convention=flip_antistereo), ties 1/2"},

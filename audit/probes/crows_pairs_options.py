@@ -17,7 +17,7 @@ class CrowsPairsOptions(ItemOptions):
     tie_tolerance: float = option(1e-4, "log-likelihood differences this small count as a tie (1/2)")
     convention: Literal["original", "flip_antistereo", "lm-eval"] = option(
         "original", "original (sent_more is stereotypical in both directions), flip_antistereo, or lm-eval "
-                    "(its crows_pairs_english exactly: total score, ties to sent_less, a fraction)")
+                    "(its crows_pairs_english exactly: total score, ties to sent_less; pct_stereotype still in percent)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
