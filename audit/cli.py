@@ -220,10 +220,12 @@ def probe(probes: Optional[str] = typer.Option(None, "--probes", help="Comma-sep
         target = load(model, load_in_4bit=load_in_4bit, allow_pickle=allow_pickle,
                       trust_remote_code=trust_remote_code, dtype=rt.dtype, device=rt.device,
                       device_map=device_map, max_memory=max_memory)
+        from .finetune.manifest import MANIFEST_NAME, finetune_manifest_of
+
         desc = target.describe()
-        ft = desc.finetune_manifest or {}
-        method = desc.method if desc.method not in (None, "pretrained") else ft.get("method", desc.method)
-        rank = desc.rank if desc.rank is not None else ft.get("rank")
+        ft = finetune_manifest_of(desc, Path(desc.path) / MANIFEST_NAME)
+        method = desc.method if desc.method not in (None, "pretrained") or ft is None else ft.method
+        rank = desc.rank if desc.rank is not None or ft is None else ft.rank
         if str(method).lower() in ("full", "full_ft", "pretrained"):
             rank = None
         out = default_run_dir(model, method, rank, label)

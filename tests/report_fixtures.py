@@ -12,6 +12,7 @@ helpers as the probe, so per-sample logs and result.json agree (as they must in 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,24 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def recorded_finetune_manifest(method: str, rank=None, steps=None) -> dict:
+    """A fine-tuning manifest as `audit finetune` writes it (a real one from tests/fixtures, with this
+    checkpoint's method, rank, steps and data), so consumers read it through the typed reader as in real runs."""
+    name = "full" if rank is None else "lora"
+    ft = json.loads((Path(__file__).parent / "fixtures" / "finetune_manifests" / f"{name}.json").read_text())
+    steps = steps or 1
+    ft.update(method=method, rank=rank, alpha=2.0 * rank if rank else None, steps=steps,
+              data={**ft["data"], "path": "detox.jsonl", "sha256": "ab" * 32, "rows": 200},
+              config={**ft["config"], "method": method, "rank": rank or 8, "steps": steps, "lr": 2e-4,
+                      "batch_size": 8, "alpha": 2 * (rank or 8)},
+              loss_curve=[{"step": 1, "loss": 3.2, "lr": 2e-4, "epoch": 0},
+                          {"step": steps, "loss": 2.1, "lr": 2e-4, "epoch": 0}],
+              trainable_parameters=4096 if rank else 120000)
+    return ft
+
+
 def _description(path: Path, method: str, rank=None, steps=None) -> ModelDescription:
-    ft = None
-    if method != "pretrained":
-        ft = {"method": method, "rank": rank, "steps": steps, "seed": 0, "audit_version": "0.1.0",
-              "data": {"path": "detox.jsonl", "sha256": "ab" * 32, "rows": 200},
-              "config": {"method": method, "rank": rank or 8, "steps": steps, "lr": 2e-4, "batch_size": 8,
-                         "bits": 4, "alpha": 2 * (rank or 8)},
-              "loss_curve": [[1, 3.2], [steps or 1, 2.1]], "trainable_parameters": 4096 if rank else 120000}
+    ft = recorded_finetune_manifest(method, rank, steps) if method != "pretrained" else None
     return ModelDescription(
         path=str(path), kind="adapter" if rank else "full", architecture="LlamaForCausalLM", model_type="llama",
         n_parameters=120000, n_trainable_adapter_parameters=4096 if rank else None, method=method, rank=rank,

@@ -12,6 +12,7 @@ from audit.metrics.stats import bootstrap_ci, proportion_ci
 from audit.report.card import model_card
 from audit.report.claims import KEPT, NOT_ASSESSED, NOT_MEASURABLE, REDUCED, REMOVED, claim
 from audit.results import ModelDescription, ProbeResult, RunManifest, write_json_atomic, write_jsonl_atomic
+from report_fixtures import recorded_finetune_manifest
 
 N_PROMPTS, K = 40, 4
 
@@ -29,7 +30,8 @@ def _toxicity_run(out: Path, label: str, method: str, scores: np.ndarray) -> Pat
         probe="toxicity", config={"threshold": 0.5}, metrics=metrics, samples_path="toxicity/samples.jsonl",
         n_samples=scores.size, scorer={"name": "profanity", "version": "1"}))
     desc = ModelDescription(path=str(out / "ckpt"), kind="full", method=method, weight_files={"m": label},
-                            fingerprint=label, finetune_manifest={"method": method} if method != "pretrained" else None)
+                            fingerprint=label,
+                            finetune_manifest=recorded_finetune_manifest(method) if method != "pretrained" else None)
     write_json_atomic(out / "manifest.json", RunManifest(audit_version="0", model=desc, label=label,
                                                          probes=["toxicity"]))
     return out

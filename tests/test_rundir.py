@@ -148,3 +148,30 @@ def test_unfinished_stale_and_malformed_runs(tmp_path):
     run.manifest_path.write_text(json.dumps(bad))
     with pytest.raises(ConfigError, match="not a valid probe name"):
         run.probe_names()
+
+
+def test_compare_reads_the_recorded_fine_tune_manifest_typed_not_by_guessed_keys(tmp_path):
+    """A run's recorded fine-tune manifest is read through the one typed reader: a valid one gives its method,
+    rank and steps; a hand-edited one (`steps` renamed `total_steps`, the kind of key the old reader guessed)
+    is one line naming the run's manifest.json and the field, exit 2, from `audit compare`."""
+    from audit.report.compare_runs import method_metadata
+
+    recorded = json.loads((FIXTURES / "lora.json").read_text())
+    run = RunDir(tmp_path / "good")
+    run.path.mkdir(parents=True)
+    model = ModelDescription(path="m", kind="adapter", fingerprint="f" * 64, finetune_manifest=recorded)
+    run.write_manifest(RunManifest(audit_version="0", model=model, probes=[], finished_at=now_iso()))
+    meta = method_metadata(run.read_manifest(), run.path)
+    assert (meta["method"], meta["rank"], meta["steps"]) == ("lora", recorded["rank"], recorded["steps"])
+
+    edited = {k: v for k, v in recorded.items() if k != "steps"} | {"total_steps": 2}
+    bad = RunDir(tmp_path / "bad")
+    bad.path.mkdir(parents=True)
+    model = ModelDescription(path="m", kind="adapter", fingerprint="f" * 64, finetune_manifest=edited)
+    bad.write_manifest(RunManifest(audit_version="0", model=model, probes=[], finished_at=now_iso()))
+    p = subprocess.run([AUDIT, "compare", str(run.path), str(bad.path)], capture_output=True, text=True, env=ENV,
+                       timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [line for line in p.stderr.splitlines() if "manifest.json" in line]
+    assert len(lines) == 1 and str(bad.path) in lines[0] and "field 'steps' is missing" in lines[0], p.stderr

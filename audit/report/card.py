@@ -191,23 +191,18 @@ def _code(text: Any) -> str:
 
 
 def _training(run, meta) -> list[str]:
-    ft = run.manifest.model.finetune_manifest
+    from .compare_runs import recorded_finetune
+
+    ft = recorded_finetune(run.path, run.manifest)
     lines = ["## Training Details", ""]
-    if not ft:
+    if ft is None:
         lines += ["This checkpoint carries no audit fine-tuning manifest (a pretrained model, or trained "
                   "outside `audit finetune`); training details are not recorded here.", ""]
         return lines
-    data = ft.get("data") if isinstance(ft.get("data"), dict) else {}
-    cfg = ft.get("config") if isinstance(ft.get("config"), dict) else {}
-    lines += ["### Training Data", ""]
-    if data:
-        lines.append(f"`{md_cell(data.get('path', ''))}`, sha256 `{md_cell(data.get('sha256', ''))}`, "
-                     f"{md_cell(data.get('rows', '?'))} rows.")
-    elif ft.get("data_sha256") or cfg.get("data"):
-        lines.append(f"`{md_cell(cfg.get('data', ''))}`, sha256 `{md_cell(ft.get('data_sha256', ''))}`.")
-    else:
-        lines.append("Not recorded in the fine-tuning manifest.")
-    lines += ["", "### Training Procedure", "", "#### Training Hyperparameters", "",
+    lines += ["### Training Data", "",
+              f"`{md_cell(ft.data.path)}`, sha256 `{md_cell(ft.data.sha256)}`, {ft.data.rows} rows "
+              f"({ft.data.format}, {ft.data.tokens} tokens).",
+              "", "### Training Procedure", "", "#### Training Hyperparameters", "",
               f"- Method: **{md_cell(meta.get('method'))}**"]
     for label, key in (("Rank", "rank"), ("Alpha", "alpha"), ("Quantization", "quantization"), ("Bits", "bits"),
                        ("Steps", "steps")):
@@ -215,28 +210,16 @@ def _training(run, meta) -> list[str]:
             lines.append(f"- {label}: {md_cell(meta[key])}")
     shown = {"method", "rank", "alpha", "steps", "data", "out", "model", "extra", "seed", "resume", "overwrite",
              "log_every", "save_every"}
-    for k, v in cfg.items():
+    for k, v in ft.config.items():
         if k not in shown and v is not None and not isinstance(v, (dict, list)) \
                 and _relevant(k, str(meta.get("method", "")).lower()):
             lines.append(f"- {k}: {md_cell(v)}")
-    for k in ("seed", "trainable_parameters", "wall_time_s", "peak_memory_mb"):
-        if ft.get(k) is not None:
-            lines.append(f"- {k.replace('_', ' ')}: {md_cell(ft[k])}")
-    curve = [_loss_point(p) for p in ft.get("loss_curve") or [] if _loss_point(p) is not None]
-    if curve:
-        (s0, l0), (s1, l1) = curve[0], curve[-1]
-        lines.append(f"- Training loss: {l0:.4g} (step {s0}) -> {l1:.4g} (step {s1})")
+    lines += [f"- seed: {ft.seed}", f"- trainable parameters: {ft.trainable_parameters}",
+              f"- wall time: {ft.wall_time_s:.1f} s", f"- peak RSS: {ft.peak_rss_bytes / 2**20:.0f} MiB"]
+    if ft.loss_curve:
+        first, last = ft.loss_curve[0], ft.loss_curve[-1]
+        lines.append(f"- Training loss: {first.loss:.4g} (step {first.step}) -> {last.loss:.4g} (step {last.step})")
     return lines + [""]
-
-
-def _loss_point(point) -> Optional[tuple[Any, float]]:
-    """A loss-curve entry as (step, loss): {"step", "loss"} dicts or [step, loss] pairs."""
-    try:
-        if isinstance(point, dict):
-            return point.get("step"), float(point["loss"])
-        return point[0], float(point[1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
 
 
 _QUANTIZED = ("qlora", "cloq", "irqlora", "loftq")

@@ -107,28 +107,21 @@ def number(v: Any) -> Optional[float]:
     return None
 
 
-def _ft_get(ft: Optional[dict], *keys: str) -> Any:
-    """Look a key up in a fine-tuning manifest, top level first, then its nested config sections."""
-    if not ft:
-        return None
-    for key in keys:
-        if ft.get(key) is not None:
-            return ft[key]
-    for section in ("config", "hyperparameters", "train", "training"):
-        sub = ft.get(section)
-        if isinstance(sub, dict):
-            for key in keys:
-                if sub.get(key) is not None:
-                    return sub[key]
-    return None
+def recorded_finetune(run_dir: Path, manifest: RunManifest):
+    """The typed fine-tuning manifest that a run's model description records (None for a checkpoint that
+    `audit finetune` did not write). A record that does not validate is an error naming the run's
+    manifest.json, not a guess: a stale or hand-edited run cannot pass for a fine-tune it is not."""
+    from ..finetune.manifest import finetune_manifest_of
+
+    return finetune_manifest_of(manifest.model, RunDir(run_dir).manifest_path)
 
 
-def method_metadata(manifest: RunManifest) -> dict[str, Any]:
-    """method, rank, alpha, bits, quantization, steps, fingerprint: from the model description and the
+def method_metadata(manifest: RunManifest, run_dir: Path | str = ".") -> dict[str, Any]:
+    """method, rank, alpha, bits, quantization, steps, fingerprint: from the model description and the typed
     fine-tuning manifest the checkpoint carries (model.finetune_manifest)."""
     model = manifest.model
-    ft = model.finetune_manifest
-    quant = model.quantization or _ft_get(ft, "quantization") or None
+    ft = recorded_finetune(Path(run_dir), manifest)
+    quant = model.quantization or (ft.quantization if ft else None) or None
     bits = None
     qname = None
     if isinstance(quant, dict):
@@ -136,16 +129,14 @@ def method_metadata(manifest: RunManifest) -> dict[str, Any]:
         qname = quant.get("quant_type") or quant.get("quantizer") or quant.get("method")
     elif isinstance(quant, str):
         qname = quant
-    method = model.method or _ft_get(ft, "method") or "pretrained"
-    rank = model.rank if model.rank is not None else _ft_get(ft, "rank")
+    method = ft.method if ft else (model.method or "pretrained")  # what `audit finetune` recorded wins
+    rank = ft.rank if ft and ft.rank is not None else model.rank
     if str(method).lower() in FULL_FT_METHODS + BASE_METHODS:
         rank = None
-    steps = _ft_get(ft, "steps", "total_steps", "global_step", "max_steps")
-    return {"method": str(method), "rank": int(rank) if rank is not None else None,
-            "alpha": model.alpha if model.alpha is not None else _ft_get(ft, "alpha"),
+    alpha = model.alpha if model.alpha is not None else (ft.alpha if ft else None)
+    return {"method": str(method), "rank": int(rank) if rank is not None else None, "alpha": alpha,
             "bits": int(bits) if bits is not None else None, "quantization": qname,
-            "steps": int(steps) if isinstance(steps, (int, float)) else None,
-            "fingerprint": model.fingerprint, "path": model.path}
+            "steps": ft.steps if ft else None, "fingerprint": model.fingerprint, "path": model.path}
 
 
 def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
@@ -161,7 +152,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[Run]:
             raise file_error(d, "not a directory; expected a run directory written by `audit probe`")
         manifest, results = RunDir(d).load()
         runs.append(Run(path=d, manifest=manifest, results=results, label=manifest.label or d.name,
-                        meta=method_metadata(manifest)))
+                        meta=method_metadata(manifest, d)))
     runs = join_split_runs(runs)  # one checkpoint's probes split over several run dirs (audit plan): one run
     seen: dict[str, int] = {}
     for run in runs:

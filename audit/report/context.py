@@ -13,6 +13,7 @@ from ..results import now_iso
 from ..probes.metric_lookup import format_metric as fmt_m, format_metric_ci as fmt_m_ci
 from ..rundir import RunDir
 from .compare import KEEP_RULE, Run, comparison_rows, fmt, keep_summary, load_runs, pick_base
+from .compare_runs import recorded_finetune
 from .definitions import metric_definitions
 
 EXAMPLES_PER_GROUP = 2
@@ -55,14 +56,14 @@ def _provenance(run: Run) -> dict[str, Any]:
                        "warnings": list(res.warnings)})
     weights = [{"file": k, "sha256": v} for k, v in man.model.weight_files.items()]
     weights += [{"file": f"base/{k}", "sha256": v} for k, v in man.model.base_weight_files.items()]
-    ft = man.model.finetune_manifest
+    ft = recorded_finetune(run.path, man)
     return {"label": run.label, "run_dir": str(run.path), "audit_version": man.audit_version,
             "git_commit": man.git_commit, "seed": man.seed, "started_at": man.started_at,
             "finished_at": man.finished_at, "model_path": man.model.path, "fingerprint": man.model.fingerprint,
             "quantization": json.dumps(man.model.quantization) if man.model.quantization else "none",
             "weights": weights, "manifest_sha256": sha256_file(layout.manifest_path),
             "run_config": json.dumps(man.config, sort_keys=True, default=str),
-            "finetune": json.dumps({k: v for k, v in ft.items() if k != "loss_curve"}, sort_keys=True, default=str)
+            "finetune": json.dumps(ft.model_dump(mode="json", exclude={"loss_curve"}), sort_keys=True, default=str)
             if ft else "", "host": json.dumps(man.host, sort_keys=True, default=str), "probes": probes}
 
 
