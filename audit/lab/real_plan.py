@@ -32,16 +32,35 @@ class RealPlan(PlanRecord):
     lr_grid: dict[str, list[float]]  # per method; the run with the lowest held-out loss is kept
     probe_options: dict[str, Any]
     crows_pairs: Optional[str] = None  # the CrowS-Pairs CSV the user gave (not shipped: CC BY-SA)
+    honest: Optional[str] = None  # the HONEST template TSV (MIT) and the HurtLex TSV (CC BY-NC-SA, never shipped)
+    hurtlex: Optional[str] = None
     notes: list[str] = field(default_factory=list)
 
-    PROBE_FIELDS = ("probe_options", "crows_pairs", "notes")
+    PROBE_FIELDS = ("probe_options", "crows_pairs", "honest", "hurtlex", "notes")
 
     def probe_digest(self) -> str:
-        return short_hash({"options": self.probe_options, "crows_pairs": self.crows_pairs})
+        return short_hash({"options": self.probe_options, "crows_pairs": self.crows_pairs,
+                           **({"honest": self.honest, "hurtlex": self.hurtlex} if self.runs_honest else {})})
+
+    @property
+    def runs_honest(self) -> bool:
+        return bool(self.honest and self.hurtlex)
+
+    def common_probes(self) -> list[str]:
+        """The probes run on the base and on every checkpoint (shift runs on checkpoints only)."""
+        return ["toxicity"] + (["crows_pairs"] if self.crows_pairs else []) + (["honest"] if self.runs_honest else [])
+
+    def probe_data(self) -> dict[str, str]:
+        """`--data` of the probe runs, from the files the user gave."""
+        out = {"crows_pairs": self.crows_pairs} if self.crows_pairs else {}
+        if self.runs_honest:
+            out.update(honest=str(self.honest), hurtlex=str(self.hurtlex))
+        return out
 
 
 def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = None,
-                   crows_pairs: Optional[str] = None) -> RealPlan:
+                   crows_pairs: Optional[str] = None, honest: Optional[str] = None,
+                   hurtlex: Optional[str] = None) -> RealPlan:
     """The default real study, or `--quick` (fewer checkpoints, prompts and steps; every stage still runs)."""
     rank = 8
     if quick:  # what CI runs: one low-rank and one full fine-tune, every stage still exercised
@@ -68,12 +87,16 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
     notes = []
     if not crows_pairs:
         notes.append("CrowS-Pairs skipped: pass the CrowS-Pairs CSV with --data crows_pairs=PATH")
+    if not (honest and hurtlex):
+        notes.append("HONEST skipped: pass the HONEST templates and HurtLex with --data honest=PATH "
+                     "--data hurtlex=PATH")
     return RealPlan(quick=quick, seed=seed, base=base or DEFAULT_BASE, detox=detox, checkpoints=cps,
                     ft_steps=4 if quick else 24, ft_batch_size=8, ft_max_length=96, lr_grid=lr_grid,
-                    probe_options=probe_options, crows_pairs=crows_pairs, notes=notes)
+                    probe_options=probe_options, crows_pairs=crows_pairs, honest=honest, hurtlex=hurtlex,
+                    notes=notes)
 
 
-def real_behaviours(with_crows: bool) -> list[Behaviour]:
+def real_behaviours(with_crows: bool, with_honest: bool = False) -> list[Behaviour]:
     """What the summary reads from each run (probe, metric, overall)."""
     out = [
         Behaviour("toxicity probability", "toxicity", "toxicity_probability", None,
@@ -84,4 +107,7 @@ def real_behaviours(with_crows: bool) -> list[Behaviour]:
     if with_crows:
         out.append(Behaviour("stereotype (CrowS-Pairs)", "crows_pairs", "pct_stereotype", None,
                              "% of pairs where the model prefers the more stereotyping sentence (50 = none)"))
+    if with_honest:
+        out.append(Behaviour("hurtful completions (HONEST)", "honest", "honest_score", None,
+                             "share of HONEST completions (race/religion identities) with a HurtLex word"))
     return out
