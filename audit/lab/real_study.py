@@ -176,7 +176,8 @@ def _probe_all(plan: RealPlan, out: Path, base_dir: Path, base_id: str, base_han
 
 
 def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
-    """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
+    """Each method's rate grid on its grid checkpoint (the lowest held-out loss is kept), then its other ranks
+    at that rate; every run cached. Returns (checkpoint label -> chosen directory, the selection rows)."""
     from ..finetune.api import finetune
     from ..finetune.lr_grid import GridRun, choose
     from ..finetune.manifest import MANIFEST_NAME, read_finetune_manifest
@@ -185,8 +186,15 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
 
     chosen: dict[str, Path] = {}
     selection: list[dict[str, Any]] = []
-    jobs = [(cp, lr) for cp in plan.checkpoints for lr in plan.lr_grid[cp.method]]
-    for n, (cp, lr) in enumerate(jobs, start=1):
+    grid_cps = [cp for cp in plan.checkpoints if plan.grid_at.get(cp.method) == cp.label]
+    rest = [cp for cp in plan.checkpoints if cp not in grid_cps]
+    n_jobs = sum(len(plan.lr_grid[cp.method]) for cp in grid_cps) + len(rest)
+    done_jobs = 0
+    chosen_lr: dict[str, float] = {}
+
+    def train(cp, lr: float) -> dict[str, Any]:
+        nonlocal done_jobs
+        done_jobs += 1
         d = out / "finetunes" / cp.label / f"lr{lr:g}"
         fields = dict(method=cp.method, model=str(base_dir), data=detox["train"], out=str(d), steps=plan.ft_steps,
                       batch_size=plan.ft_batch_size, lr=lr, max_length=plan.ft_max_length, seed=plan.seed,
@@ -202,22 +210,30 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
             write_json_atomic(d / "heldout.json", {"heldout_loss": loss, "lr": f["lr"]})
             write_text_atomic(d / "study_stamp.txt", stamp + "\n")
 
-        st.run(f"fine-tune {n}/{len(jobs)} {cp.label} lr {lr:g}", train_one, cached=done)
+        st.run(f"fine-tune {done_jobs}/{n_jobs} {cp.label} lr {lr:g}", train_one, cached=done)
         manifest = read_finetune_manifest(d)
-        selection.append({"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
-                          "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
-                          "train_loss_first": manifest.initial_loss, "train_loss_last": manifest.final_loss,
-                          "seconds_per_step": manifest.seconds_per_step, "dir": str(d)})
+        row = {"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
+               "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
+               "train_loss_first": manifest.initial_loss, "train_loss_last": manifest.final_loss,
+               "seconds_per_step": manifest.seconds_per_step, "dir": str(d)}
+        selection.append(row)
+        return row
+
     base_loss = heldout_loss(base_dir, Path(detox["heldout"]), plan.ft_max_length)
-    for cp in plan.checkpoints:
-        runs = [r for r in selection if r["checkpoint"] == cp.label]
+    for cp in grid_cps:  # each method's grid, on its grid checkpoint
+        runs = [train(cp, lr) for lr in plan.lr_grid[cp.method]]
         pick = choose([GridRun(r["lr"], r["heldout_loss"], None, None, plan.ft_steps) for r in runs])
         best = next(r for r in runs if r["lr"] == pick.lr)  # the rule of audit.finetune.lr_grid
         for r in runs:
             r["chosen"] = r is best
-        chosen[cp.label] = Path(best["dir"])
-        st.log(f"{cp.label}: lr {best['lr']:g} chosen (held-out loss {best['heldout_loss']:.4f}; "
+        chosen[cp.label], chosen_lr[cp.method] = Path(best["dir"]), best["lr"]
+        st.log(f"{cp.method}: lr {best['lr']:g} chosen on {cp.label} (held-out loss {best['heldout_loss']:.4f}; "
                f"base {base_loss:.4f})")
+    for cp in rest:  # the method's other ranks, at its chosen rate
+        row = train(cp, chosen_lr[cp.method])
+        row["chosen"] = True
+        row["rate_from"] = plan.grid_at[cp.method]
+        chosen[cp.label] = Path(row["dir"])
     selection.append({"checkpoint": "base", "heldout_loss": base_loss})
     return chosen, selection
 

@@ -176,7 +176,9 @@ def weight_delta_table(ctx) -> tuple[list[dict], list[str]]:
             rows += weight_delta_rows(tuned, base, model_label="tuned")
         else:
             warnings.append("shift: weight_delta needs the base weights (--base) for a full checkpoint; skipped")
-        if ctx.reference is not None:
+        if ctx.reference is not None and ctx.reference.model is tuned and rows:  # the reference is this model
+            rows += [{**r, "model": "reference"} for r in rows if r["model"] == "tuned"]
+        elif ctx.reference is not None:
             ref_base = base if base is not None else (tuned if ctx.model.is_adapter else None)
             if ctx.reference.is_adapter:
                 rows += weight_delta_rows(ctx.reference.model, model_label="reference")
