@@ -67,3 +67,12 @@ def test_weight_delta_rows_of_a_registered_model_are_computed_once(two_models, m
         weight_delta.weight_delta_rows(a.model, b.model, "tuned")
     assert len(calls) == 1 + 1 + 2
     assert again[0] == again[1] == first and first
+
+
+def test_a_reference_that_is_the_audited_model_reuses_its_weight_deltas(two_models, tmp_path):
+    from types import SimpleNamespace
+
+    a, b = two_models
+    same = weight_delta.weight_delta_table(SimpleNamespace(model=b, base=a, reference=b))[0]
+    apart = weight_delta.weight_delta_table(SimpleNamespace(model=b, base=a, reference=load(b.path)))[0]
+    assert same == apart and {r["model"] for r in same} == {"tuned", "reference"}

@@ -1,9 +1,10 @@
 """`audit demo --real`: the real-model study, end to end, resumable (plan: audit.lab.real_plan).
 
     base (SmolLM2-135M-Instruct, packaged) -> its own continuations of half the toxicity prompts, kept
-    where the scorer finds them non-toxic -> every fine-tune at each rate of a small grid, the rate with
-    the lowest held-out loss kept -> toxicity (the other half of the prompts), CrowS-Pairs (when given),
-    shift against full FT -> the planted study's summary table, chart and HTML report.
+    where the scorer finds them non-toxic -> each method's rate grid (LoRA's at r = 8), the rate with the
+    lowest held-out loss kept, the other ranks at that rate -> toxicity (the other half of the prompts),
+    CrowS-Pairs and HONEST (race and religion identities) when their files are given, shift against full
+    FT -> the planted study's summary table, chart and HTML report.
 
 Every stage writes its result before the next starts and is skipped when that result exists and was made
 with the same settings (stamps hold the plan digest and the base's identity), so an interrupted run resumes.
