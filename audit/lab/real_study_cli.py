@@ -7,7 +7,8 @@ from typing import Optional
 
 from ..errors import ConfigError, file_error
 
-DATA_KEYS = ("crows_pairs",)
+DATA_KEYS = ("crows_pairs", "honest", "hurtlex")
+WHAT = {"crows_pairs": "the CrowS-Pairs CSV", "honest": "the HONEST template TSV", "hurtlex": "the HurtLex TSV"}
 
 
 def parse_data(items: list[str]) -> dict[str, str]:
@@ -23,7 +24,7 @@ def parse_data(items: list[str]) -> dict[str, str]:
                               f"{', '.join(DATA_KEYS)}")
         path = Path(value.strip()).expanduser()
         if not path.is_file():
-            raise file_error(path, f"--data {key}: file not found; expected the CrowS-Pairs CSV")
+            raise file_error(path, f"--data {key}: file not found; expected {WHAT[key]}")
         out[key] = str(path)
     return out
 
@@ -37,8 +38,11 @@ def run_real_from_cli(out: Path, quick: bool, seed: int, model: Optional[Path], 
     if not real:
         raise ConfigError("--data: only used by the real-model study; add --real")
     files = parse_data(data)
+    if ("honest" in files) != ("hurtlex" in files):
+        raise ConfigError("--data: HONEST needs both honest=TEMPLATES.tsv and hurtlex=HURTLEX.tsv")
     summary = run_real_study(out=out, quick=quick, seed=seed, model=str(model) if model else None,
-                             crows_pairs=files.get("crows_pairs"))
+                             crows_pairs=files.get("crows_pairs"), honest=files.get("honest"),
+                             hurtlex=files.get("hurtlex"))
     console = Console()
     console.print(selection_table(summary))
     console.print(summary_table(summary))

@@ -17,8 +17,11 @@ from its key/value cache; the LM head and log-softmax run only at the positions 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Optional, Sequence
 
 from .loglik_batches import Request, run_requests
 
@@ -111,6 +114,37 @@ def max_length(model, tokenizer=None, default: int = 2048) -> int:
     return default
 
 
+# ------------------------------------------------------------------ remembering a fixed model's scores
+
+_REMEMBERED: dict[int, tuple[object, dict[str, list["Loglik"]]]] = {}  # id(model) -> (model, digest -> results)
+
+
+@contextlib.contextmanager
+def remembered_scores(*models) -> Iterator[None]:
+    """Inside the block, `score_continuations` on these models returns stored results for requests it has
+    already scored (same texts, batch size and options), so a study that compares many checkpoints with
+    one base scores the base once. Only for models whose weights do not change inside the block (held
+    here, so their ids stay theirs)."""
+    added = [id(m) for m in models if m is not None and id(m) not in _REMEMBERED]
+    for m in models:
+        if m is not None and id(m) in added:
+            _REMEMBERED[id(m)] = (m, {})
+    try:
+        yield
+    finally:
+        for i in added:
+            _REMEMBERED.pop(i, None)
+
+
+def _request_digest(contexts, continuations, *settings) -> str:
+    blob = json.dumps([list(contexts), list(continuations), list(settings)], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _copies(results: list["Loglik"]) -> list["Loglik"]:
+    return [replace(r, token_ids=list(r.token_ids), token_logprobs=list(r.token_logprobs)) for r in results]
+
+
 def score_continuations(model, tokenizer, contexts: Sequence[str], continuations: Sequence[str],
                         batch_size: int = 32, keep_tokens: bool = False,
                         progress: Optional[Callable[[int], None]] = None,
@@ -126,6 +160,13 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
     chat = active(model)
     if chat is not None:  # --apply-chat-template: each context becomes a user turn (see audit.lm.chat_template)
         contexts, continuations = chat.requests(contexts, continuations)
+    memo = _REMEMBERED[id(model)][1] if id(model) in _REMEMBERED else None
+    key = _request_digest(contexts, continuations, batch_size, keep_tokens, share_contexts) if memo is not None \
+        else None
+    if memo is not None and key in memo:
+        if progress:
+            progress(len(memo[key]))
+        return _copies(memo[key])
     encoded = encode_requests(tokenizer, contexts, continuations)
     limit = max_length(model, tokenizer)
     requests = []
@@ -144,6 +185,8 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
                                    token_ids=list(scored.targets) if keep_tokens else [],
                                    token_logprobs=list(scored.logprobs) if keep_tokens else [],
                                    is_greedy=scored.is_greedy, truncated=scored.truncated)
+    if memo is not None:
+        memo[key] = _copies(out)  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
 
 

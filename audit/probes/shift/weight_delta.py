@@ -9,6 +9,7 @@ rest zero.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from typing import Any, Iterator, Optional
@@ -109,8 +110,38 @@ def weight_deltas(tuned_model, base_model=None) -> Iterator[tuple[str, Any]]:
         yield name, p.detach().float() - b.detach().float().to(p.device)
 
 
+_REMEMBERED: dict[int, tuple[Any, dict[tuple[int, str], list[dict[str, Any]]]]] = {}  # id -> (model, rows)
+
+
+@contextlib.contextmanager
+def remembered_rows(*models) -> Iterator[None]:
+    """Inside the block, `weight_delta_rows` of these (tuned) models against the same base is computed once: a
+    study that compares many checkpoints with one reference runs the reference's SVDs once, not per
+    checkpoint. Only for models whose weights do not change inside the block (held here, so ids stay theirs)."""
+    added = [id(m) for m in models if m is not None and id(m) not in _REMEMBERED]
+    for m in models:
+        if m is not None and id(m) in added:
+            _REMEMBERED[id(m)] = (m, {})
+    try:
+        yield
+    finally:
+        for i in added:
+            _REMEMBERED.pop(i, None)
+
+
 def weight_delta_rows(tuned_model, base_model=None, model_label: str = "tuned") -> list[dict[str, Any]]:
     """Rows {model, module, layer, fro_norm, rel_fro_norm, effective_rank} for the report."""
+    memo = _REMEMBERED.get(id(tuned_model))
+    key = (id(base_model), model_label)
+    if memo is not None and key in memo[1]:
+        return [dict(r) for r in memo[1][key]]
+    rows = _weight_delta_rows(tuned_model, base_model, model_label)
+    if memo is not None:
+        memo[1][key] = [dict(r) for r in rows]
+    return rows
+
+
+def _weight_delta_rows(tuned_model, base_model, model_label: str) -> list[dict[str, Any]]:
     rows = []
     base_params = None
     if base_model is not None:
@@ -145,7 +176,9 @@ def weight_delta_table(ctx) -> tuple[list[dict], list[str]]:
             rows += weight_delta_rows(tuned, base, model_label="tuned")
         else:
             warnings.append("shift: weight_delta needs the base weights (--base) for a full checkpoint; skipped")
-        if ctx.reference is not None:
+        if ctx.reference is not None and ctx.reference.model is tuned and rows:  # the reference is this model
+            rows += [{**r, "model": "reference"} for r in rows if r["model"] == "tuned"]
+        elif ctx.reference is not None:
             ref_base = base if base is not None else (tuned if ctx.model.is_adapter else None)
             if ctx.reference.is_adapter:
                 rows += weight_delta_rows(ctx.reference.model, model_label="reference")
