@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -84,6 +86,25 @@ def check_plan(out: Path, plan, what: str = "demo") -> None:
 def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0, model: Optional[str] = None,
              log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Run (or resume) the study into `out`; returns the summary (also written to out/summary.json)."""
+    with quiet_repeats():
+        return _run_demo(out, quick, seed, model, log)
+
+
+# Warnings that every fine-tune or load of the study repeats word for word: shown once per process. The NTK
+# rank rule is reported in full in the summary (`rank_rule`); PEFT asks transformers a deprecated question.
+REPEATED_WARNINGS = ((UserWarning, r"rank \d+ is below the NTK-regime minimum"),
+                     (FutureWarning, r".*is_gradient_checkpointing"))
+
+
+@contextmanager
+def quiet_repeats():
+    with warnings.catch_warnings():
+        for category, pattern in REPEATED_WARNINGS:
+            warnings.filterwarnings("once", message=pattern, category=category)
+        yield
+
+
+def _run_demo(out, quick: bool, seed: int, model: Optional[str], log) -> dict[str, Any]:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
