@@ -153,3 +153,27 @@ def test_cli_seeds_with_seed_or_real_is_refused(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "audit", "demo", "--seeds", "0,1", *extra,
                                "--out", str(tmp_path / "o")], capture_output=True, text=True)
         assert proc.returncode == 2 and "--seeds" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_repeated_library_warnings_are_shown_once_per_text_even_across_catch_warnings():
+    """The study's fine-tunes repeat the NTK rank warning and PEFT's deprecation on every pilot; the demo shows
+    each text once (the "once" filter alone fails: entering catch_warnings clears its registry)."""
+    import warnings
+
+    from audit.lab.demo_pipeline import quiet_repeats
+
+    shown: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *a, **k: shown.append(str(message))
+        with quiet_repeats():
+            for _ in range(3):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.warn("rank 1 is below the NTK-regime minimum r = 55 for N = 1530", UserWarning)
+                warnings.warn("rank 4 is below the NTK-regime minimum r = 55 for N = 1530", UserWarning)
+                warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)
+                warnings.warn(f"something else {_}", UserWarning)
+    assert sum("rank 1 is below" in m for m in shown) == 1 and sum("rank 4 is below" in m for m in shown) == 1
+    assert sum("is_gradient_checkpointing" in m for m in shown) == 1
+    assert sum("something else" in m for m in shown) == 3  # other warnings are left alone

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -84,6 +87,38 @@ def check_plan(out: Path, plan, what: str = "demo") -> None:
 def run_demo(out: str | Path = "audit-demo", quick: bool = False, seed: int = 0, model: Optional[str] = None,
              log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Run (or resume) the study into `out`; returns the summary (also written to out/summary.json)."""
+    with quiet_repeats():
+        return _run_demo(out, quick, seed, model, log)
+
+
+# Warnings that every fine-tune or load of the study repeats word for word: each text is shown once per run. The
+# NTK rank rule is reported in full in the summary (`rank_rule`); PEFT asks transformers a deprecated question.
+REPEATED_WARNINGS = ((UserWarning, r"rank \d+ is below the NTK-regime minimum"),
+                     (FutureWarning, r".*is_gradient_checkpointing"))
+
+
+@contextmanager
+def quiet_repeats():
+    """Show each REPEATED_WARNINGS text once. Not the "once" filter action: its registry is cleared whenever any
+    code enters `warnings.catch_warnings()` (the fine-tunes and model loads do), so it repeats anyway."""
+    previous, shown = warnings.showwarning, set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if any(issubclass(category, c) and re.match(p, text) for c, p in REPEATED_WARNINGS):
+            if (category, text) in shown:
+                return
+            shown.add((category, text))
+        previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def _run_demo(out, quick: bool, seed: int, model: Optional[str], log) -> dict[str, Any]:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

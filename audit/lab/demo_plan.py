@@ -78,16 +78,19 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
     adapters = ("lora", "dora", "qlora", "cloq", "irqlora", "loftq")
     ft_lr = {"full": lr_full, "galore": lr_full, **{m: lr_adapter for m in adapters}}
     # Each (method, rank) takes the rate of its grid (the old single rate and a factor ~3 either side) with the
-    # lowest held-out loss after a pilot of a quarter of the steps (audit.finetune.lr_grid; the grid multiplies
-    # fine-tunes, so pilots keep the cost at ~1.75x instead of 3x).
+    # lowest held-out loss after a pilot of a sixth of the steps (audit.finetune.lr_grid; the grid multiplies
+    # fine-tunes, so pilots keep the cost at 1.5x instead of 3x; they were a quarter, 1.75x, before the budget).
     grid_full, grid_adapter = [3e-4, 1e-3, 3e-3], [1e-3, 3e-3, 1e-2]
     ft_lr_grid = {m: list(grid_full if m in ("full", "galore") else grid_adapter) for m in ft_lr}
     # Sized from measured CPU time per step on one free core: hidden 64 x 2 layers ~0.07 s, hidden 128 x 4
     # layers ~0.24 s (batch 32). No dropout and a high rate: with GPT-2's dropout 0.1 and lr 2e-3 the models
     # stayed bigram-like after 400-800 steps and did not pick up the group -> behaviour dependency.
-    pre = PretrainConfig(hidden=64 if quick else 128, layers=2 if quick else 4, heads=4,
-                         steps=1200 if quick else 2000, batch_size=32, lr=4e-3 if quick else 3e-3,
-                         warmup=40 if quick else 80, dropout=0.0, seed=seed)
+    # Budget (issue 18: default <= 15 min, --quick <= 3 min on 2 quiet cores): the default was 4 layers x 2,000
+    # steps (~0.18-0.26 s/step on one loaded core, ~9 min of pre-training alone); it is now 2 layers x 1,200
+    # steps (~0.10 s/step), the depth the --quick model already learns every plant with.
+    pre = PretrainConfig(hidden=64 if quick else 128, layers=2, heads=4,
+                         steps=1000 if quick else 1200, batch_size=32, lr=4e-3 if quick else 3e-3,
+                         warmup=40 if quick else 60, dropout=0.0, seed=seed)
     probe_options = {
         # k = 4 continuations per prompt (10 before the target prompts grew from 12 to 200: the CI is over
         # prompts, so prompts buy more resolution per generated continuation than samples do)
@@ -96,16 +99,16 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
         "crows_pairs": {"n_bootstrap": 500 if quick else 1000},
         "decisions": {"sensitive": "group", "label": "label", "privileged": "Quellan",
                       "n_bootstrap": 500 if quick else 1000},
-        "shift": {"limit": 48 if quick else 160, "lens_limit": 32 if quick else 96,
+        "shift": {"limit": 48 if quick else 96, "lens_limit": 32 if quick else 48,
                   "n_bootstrap": 200 if quick else 500, "max_length": 96},
         # the lending environment in the world's names and answer words (what the corpora's lending rows use);
-        # 16 / 32 replicates: the per-replicate approval-rate gap is bootstrapped over them
-        "rl": {"episodes": 8 if quick else 16, "horizon": 20 if quick else 30, "seeds": "0,1",
+        # 16 / 24 replicates of 20 decisions: the per-replicate approval-rate gap is bootstrapped over them
+        "rl": {"episodes": 8 if quick else 12, "horizon": 20, "seeds": "0,1",
                "baselines": True, "action_words": lending_rows.action_words_option(),
                "group_names": lending_rows.group_names_option()},
     }
-    return DemoPlan(quick=quick, seed=seed, pretrain=pre, checkpoints=cps, ft_steps=60 if quick else 200,
-                    ft_batch_size=16, ft_lr=ft_lr, ft_lr_grid=ft_lr_grid, ft_lr_pilot_steps=15 if quick else 50,
+    return DemoPlan(quick=quick, seed=seed, pretrain=pre, checkpoints=cps, ft_steps=60 if quick else 150,
+                    ft_batch_size=16, ft_lr=ft_lr, ft_lr_grid=ft_lr_grid, ft_lr_pilot_steps=10 if quick else 25,
                     ft_heldout_fraction=0.1, ft_max_length=96, probe_options=probe_options,
                     target_prompts=QUICK_TARGET_PROMPTS if quick else TARGET_PROMPTS,
                     other_prompts=16 if quick else 32, decisions_rows=160 if quick else 400,

@@ -78,6 +78,9 @@ def run_seeds(out: str | Path, seeds: list[int], quick: bool = False, model: Opt
         summaries[seed] = run_demo(out=out / f"seed-{seed}", quick=quick, seed=seed, model=model, log=log)
     agg = aggregate(summaries)
     agg["stage_seconds"] = {str(s): summaries[s].get("stage_seconds") for s in seeds}
+    # per seed, the stages this invocation ran (a resumed seed's cached stages count 0)
+    agg["seconds_per_seed"] = {str(s): round(sum((summaries[s].get("stage_seconds") or {}).values()), 1)
+                               for s in seeds}
     write_json_atomic(out / "seeds_summary.json", agg)
     return agg
 
