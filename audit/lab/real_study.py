@@ -44,6 +44,13 @@ def run_real_study(out: str | Path = "audit-demo-real", quick: bool = False, see
                    log: Optional[Callable[[str], None]] = None, honest: Optional[str] = None,
                    hurtlex: Optional[str] = None) -> dict[str, Any]:
     """Run (or resume) the real-model study into `out`; returns the summary (also out/summary.json)."""
+    from .demo_pipeline import quiet_repeats
+
+    with quiet_repeats():  # each fine-tune repeats the same library warnings: show each once
+        return _run_real_study(out, quick, seed, model, crows_pairs, log, honest, hurtlex)
+
+
+def _run_real_study(out, quick, seed, model, crows_pairs, log, honest, hurtlex) -> dict[str, Any]:
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

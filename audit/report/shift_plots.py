@@ -20,7 +20,11 @@ def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
     cols = [c for c in ("kl_to_final", "watch_mass") if any(c in r for _, rows in series for r in rows)]
     if not cols:
         return []
-    fig, axes = _grid(plt, len(cols), width=4.6, height=3.0)
+    n_lines = sum(len({str(r.get("model")) for r in rows}) for _, rows in series)
+    ncol = 1 if n_lines <= 12 else 2
+    # one legend, in a panel of its own: one per axis covered the curves once a run had a few checkpoints
+    fig, panels = _grid(plt, len(cols) + 1, width=4.6, height=max(3.0, 0.22 * -(-n_lines // ncol) + 0.6))
+    axes, legend_panel = panels[:-1], panels[-1]
     styles = ["-", "--", ":", "-."]
     for ax, col in zip(axes, cols):
         for run, rows in series:
@@ -35,7 +39,8 @@ def logit_lens(runs: list[Run], colors: dict[str, Any]) -> list[Figure]:
         ax.set_ylabel(_ylabel(col))
         ax.set_title(col)
         _zero_based(ax, col)
-        ax.legend()
+    legend_panel.axis("off")
+    legend_panel.legend(*axes[0].get_legend_handles_labels(), loc="center", ncol=ncol, frameon=False)
     _finish(fig, "Logit lens (line style = which model inside the run)")
     return [_figure(fig, "Logit lens", "Each layer's hidden state projected through the final norm and the "
                     "unembedding: KL to the model's own final distribution and probability mass on the watch "
