@@ -12,6 +12,7 @@ with the same settings (stamps hold the plan digest and the base's identity), so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -152,8 +153,6 @@ def _probe_all(plan: RealPlan, out: Path, base_dir: Path, base_id: str, base_han
 
     def stamp_done(rd: Path, label: str) -> None:
         write_text_atomic(rd / "demo_probe_settings.txt", pd(label) + "\n")
-
-    import contextlib
 
     base = base_handle()
     ref = None
