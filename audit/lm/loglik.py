@@ -17,13 +17,13 @@ from its key/value cache; the LM head and log-softmax run only at the positions 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .loglik_batches import Request, run_requests
+from .model_memo import ModelMemo
 
 # tokenizer.model_max_length when the tokenizer sets none (transformers' VERY_LARGE_INTEGER)
 _UNSET_MODEL_MAX_LENGTH = int(1e30)
@@ -116,24 +116,14 @@ def max_length(model, tokenizer=None, default: int = 2048) -> int:
 
 # ------------------------------------------------------------------ remembering a fixed model's scores
 
-_REMEMBERED: dict[int, tuple[object, dict[str, list["Loglik"]]]] = {}  # id(model) -> (model, digest -> results)
+_SCORES = ModelMemo()  # model -> request digest -> results
 
 
-@contextlib.contextmanager
-def remembered_scores(*models) -> Iterator[None]:
+def remembered_scores(*models):
     """Inside the block, `score_continuations` on these models returns stored results for requests it has
     already scored (same texts, batch size and options), so a study that compares many checkpoints with
-    one base scores the base once. Only for models whose weights do not change inside the block (held
-    here, so their ids stay theirs)."""
-    added = [id(m) for m in models if m is not None and id(m) not in _REMEMBERED]
-    for m in models:
-        if m is not None and id(m) in added:
-            _REMEMBERED[id(m)] = (m, {})
-    try:
-        yield
-    finally:
-        for i in added:
-            _REMEMBERED.pop(i, None)
+    one base scores the base once (see audit.lm.model_memo)."""
+    return _SCORES.remembering(*models)
 
 
 def _request_digest(contexts, continuations, *settings) -> str:
@@ -160,7 +150,7 @@ def score_continuations(model, tokenizer, contexts: Sequence[str], continuations
     chat = active(model)
     if chat is not None:  # --apply-chat-template: each context becomes a user turn (see audit.lm.chat_template)
         contexts, continuations = chat.requests(contexts, continuations)
-    memo = _REMEMBERED[id(model)][1] if id(model) in _REMEMBERED else None
+    memo = _SCORES.table(model)
     key = _request_digest(contexts, continuations, batch_size, keep_tokens, share_contexts) if memo is not None \
         else None
     if memo is not None and key in memo:

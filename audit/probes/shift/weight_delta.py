@@ -9,10 +9,11 @@ rest zero.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from typing import Any, Iterator, Optional
+
+from ...lm.model_memo import ModelMemo
 
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 PEFT_PREFIX = "base_model.model."
@@ -110,34 +111,25 @@ def weight_deltas(tuned_model, base_model=None) -> Iterator[tuple[str, Any]]:
         yield name, p.detach().float() - b.detach().float().to(p.device)
 
 
-_REMEMBERED: dict[int, tuple[Any, dict[tuple[int, str], list[dict[str, Any]]]]] = {}  # id -> (model, rows)
+_ROWS = ModelMemo()  # tuned model -> (id of its base, label) -> rows
 
 
-@contextlib.contextmanager
-def remembered_rows(*models) -> Iterator[None]:
+def remembered_rows(*models):
     """Inside the block, `weight_delta_rows` of these (tuned) models against the same base is computed once: a
     study that compares many checkpoints with one reference runs the reference's SVDs once, not per
-    checkpoint. Only for models whose weights do not change inside the block (held here, so ids stay theirs)."""
-    added = [id(m) for m in models if m is not None and id(m) not in _REMEMBERED]
-    for m in models:
-        if m is not None and id(m) in added:
-            _REMEMBERED[id(m)] = (m, {})
-    try:
-        yield
-    finally:
-        for i in added:
-            _REMEMBERED.pop(i, None)
+    checkpoint (see audit.lm.model_memo)."""
+    return _ROWS.remembering(*models)
 
 
 def weight_delta_rows(tuned_model, base_model=None, model_label: str = "tuned") -> list[dict[str, Any]]:
     """Rows {model, module, layer, fro_norm, rel_fro_norm, effective_rank} for the report."""
-    memo = _REMEMBERED.get(id(tuned_model))
+    memo = _ROWS.table(tuned_model)
     key = (id(base_model), model_label)
-    if memo is not None and key in memo[1]:
-        return [dict(r) for r in memo[1][key]]
+    if memo is not None and key in memo:
+        return [dict(r) for r in memo[key]]
     rows = _weight_delta_rows(tuned_model, base_model, model_label)
     if memo is not None:
-        memo[1][key] = [dict(r) for r in rows]
+        memo[key] = [dict(r) for r in rows]
     return rows
 
 
