@@ -191,8 +191,10 @@ def train_with_lr_grid(cfg: FinetuneConfig, *, tokenizer, data: TrainingData, me
         say(f"lr {lr:g}: held-out loss {loss:.4f} after {pilot} steps")
         del model
         if _cuda():  # hand the pilot's device memory back; on CPU refcounting frees it (a full gc pass costs ~0.3 s)
+            import torch
+
             gc.collect()
-            __import__("torch").cuda.empty_cache()
+            torch.cuda.empty_cache()
     best = choose(runs)
     if main:
         shutil.rmtree(out / GRID_DIR, ignore_errors=True)

@@ -116,7 +116,7 @@ def recorded_finetune(run_dir: Path, manifest: RunManifest):
     return finetune_manifest_of(manifest.model, RunDir(run_dir).manifest_path)
 
 
-def method_metadata(manifest: RunManifest, run_dir: Path | str = ".") -> dict[str, Any]:
+def method_metadata(manifest: RunManifest, run_dir: Path | str) -> dict[str, Any]:
     """method, rank, alpha, bits, quantization, steps, fingerprint: from the model description and the typed
     fine-tuning manifest the checkpoint carries (model.finetune_manifest)."""
     model = manifest.model
