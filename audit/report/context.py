@@ -135,13 +135,23 @@ def _claims_as_verdicts(summary: list[dict], rows: list[dict]) -> None:
 
 
 def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = None, seed: int = 0,
-                  plots: bool = True, min_n: Optional[int] = None, policy: Optional[Path] = None) -> dict[str, Any]:
-    """`min_n`: groups with fewer items are drawn hatched ("too few items"); `policy`: gate every checkpoint."""
+                  plots: bool = True, min_n: Optional[int] = None, policy: Optional[Path] = None,
+                  parallel: Optional[bool] = None) -> dict[str, Any]:
+    """`min_n`: groups with fewer items are drawn hatched ("too few items"); `policy`: gate every checkpoint;
+    `parallel`: draw the run-only charts in a helper process (None: when it saves time, `figure_pool`)."""
     from .plots import DEFAULT_MIN_N
     from .verdicts import checkpoint_verdicts
 
     min_n = DEFAULT_MIN_N if min_n is None else int(min_n)
     runs, base_run = pick_base(load_runs(run_dirs), base)
+    notes = scorer_notes(runs)
+    run_only_figures = None
+    if plots:
+        from . import plots as P
+        from .figure_pool import start_run_only_figures
+
+        colors = P.palette(r.label for r in runs)
+        run_only_figures = start_run_only_figures(list(run_dirs), base, runs, colors, min_n, notes, parallel)
     rows = comparison_rows(runs, base_run, groups=False, seed=seed)
     summary = keep_summary(rows) if base_run is not None else []
     ft_label = next((s["checkpoint"] for s in summary if s["verdict"] == "full-FT reference"), None)
@@ -157,7 +167,6 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
         n = len(mine) - len(moot)
         headlines.append({"checkpoint": run.label, "n": n, "kept": kept, "moved": like,
                           "other": n - len(kept) - len(like), "moot": len(moot)})
-    notes = scorer_notes(runs)
     scorer_of = {run.label: {p: (res.scorer or {}).get("name") for p, res in run.results.items()} for run in runs}
     # numbers formatted as each metric declares (audit.probes.metric_lookup)
     table = [{**r, "key": f"{r['probe']}.{r['metric']}", "value_s": fmt_m(r["probe"], r["metric"], r["value"]),
@@ -175,17 +184,9 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
     if ft_label is None and base_run is not None:
         _claims_as_verdicts(summary_s, rows)
     figures: dict[str, list] = {}
-    if plots:
-        from . import plots as P
-        from . import shift_plots as SP
-        from .honest_chart import with_identity_chart
-
-        colors = P.palette(r.label for r in runs)
-        figures = {"by_method": P.metric_bars(rows, colors, notes), "by_rank": P.rank_curves(rows, colors, notes),
-                   "by_group": with_identity_chart(P.group_bars(runs, colors, min_n=min_n, notes=notes), runs, colors),
-                   "shift": SP.logit_lens(runs, colors) + SP.divergence_by_slice(runs, colors)
-                   + SP.weight_delta(runs, colors),
-                   "rl": P.rl_timeseries(runs, colors)}
+    if run_only_figures is not None:
+        figures = {"by_method": P.metric_bars(rows, colors, notes), "by_rank": P.rank_curves(rows, colors, notes)}
+        figures.update(run_only_figures())  # by_group, shift, rl
     return {"title": "Fine-tuning audit report", "generated_at": now_iso(), "audit_version": __version__,
             "keep_rule": KEEP_RULE, "base": base_run.label if base_run else None, "ft": ft_label,
             "checkpoints": [_checkpoint_info(r, base_run, ft_label) for r in runs],

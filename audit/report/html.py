@@ -38,16 +38,17 @@ def render_html(context: dict[str, Any]) -> str:
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, base: Optional[str | Path] = None,
                  fmt: str = "html", seed: int = 0, min_n: Optional[int] = None,
-                 policy: Optional[str | Path] = None) -> Path:
+                 policy: Optional[str | Path] = None, parallel: Optional[bool] = None) -> Path:
     """Render the report of `run_dirs` to `out` (atomically). fmt: 'html' or 'md'. `min_n`: groups with
-    fewer items are hatched / "too few items"; `policy`: show each checkpoint's gate result at the top."""
+    fewer items are hatched / "too few items"; `policy`: show each checkpoint's gate result at the top;
+    `parallel`: draw some charts in a helper process (None: when it saves time, `report.figure_pool`)."""
     from ..errors import ConfigError
     from .context import build_context
 
     if fmt not in ("html", "md"):
         raise ConfigError(f"--format {fmt}: expected html or md")
     context = build_context(run_dirs, base=base, seed=seed, plots=(fmt == "html"), min_n=min_n,
-                            policy=Path(policy) if policy else None)
+                            policy=Path(policy) if policy else None, parallel=parallel)
     if fmt == "html":
         text = render_html(context)
     else:

@@ -229,8 +229,9 @@ def rank_curves(rows: list[dict], colors: dict[str, Any], notes: dict[str, str] 
             ax.set_ylabel(_ylabel(metric))
             ax.set_title(metric)
             _zero_based(ax, metric)
-            ax.legend()
-        _finish(fig, f"{probe}: value by rank (shaded: base / full FT 95% CI)")
+            if ax is axes[0]:  # the same lines in every panel: one legend (each one costs a layout pass)
+                ax.legend()
+        _finish(fig, f"{probe}: value by rank (shaded: base / full FT 95% CI; legend in the first panel)")
         note = (notes or {}).get(probe)
         figures.append(_figure(fig, f"{probe} by rank", "Low-rank methods against their rank; the base and "
                                "full fine-tuning are horizontal references." + (f" {note}" if note else "")))
