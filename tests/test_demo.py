@@ -122,6 +122,9 @@ def test_base_shows_the_planted_lending_gap_and_full_ft_reduces_it(quick_demo):
     assert base["ci_low"] is not None and base["ci_low"] > 0, base  # a gap, with a CI that excludes zero
     assert ft["value"] < base["value"] and ft["ci_high"] < base["ci_low"], (base, ft)  # full FT reduced it
     assert "lending approval gap" in output
+    check = next(c for c in summary["plant_check"] if c["behaviour"] == "lending approval gap")
+    assert check["shown"] is True, check  # the summary's own check agrees
+    assert rows["lora-r1"]["remaining"] is not None  # so the share left in place is reported
     assert summary["lending_fair_gap"]["policy"] == "max-utility"  # what a fair rule shows in the same episodes
     result = json.loads((out / "runs" / "base" / "rl-lending" / "result.json").read_text())
     assert result["config"]["env_params"]["group_names"] == list(world.LENDING_GROUPS)

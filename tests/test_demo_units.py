@@ -93,6 +93,43 @@ def test_seed_aggregate_mean_spread_and_within_run_ci():
     assert cell["per_seed"] == {"0": 0.2, "1": 0.4, "2": 0.6}
 
 
+def test_plant_check_needs_the_base_interval_beyond_full_ft_in_the_planted_direction():
+    from audit.lab.demo_plan import Behaviour, behaviours
+    from audit.lab.demo_summary import plant_check
+
+    up = Behaviour("gap", "rl:lending", "selection_rate_gap", None, "")
+    m = lambda v, lo, hi: {"value": v, "ci_low": lo, "ci_high": hi}  # noqa: E731
+    assert plant_check(up, m(0.76, 0.70, 0.81), m(0.09, 0.05, 0.12))["shown"] is True
+    # a base that denies everyone (gap 0) shows nothing to remove, whatever full FT did
+    denied = plant_check(up, m(0.0, 0.0, 0.0), m(0.09, 0.05, 0.12))
+    assert denied["shown"] is False and "not lie above" in denied["reason"]
+    assert plant_check(up, m(0.2, 0.1, 0.3), m(0.15, 0.05, 0.25))["shown"] is False  # overlapping intervals
+    assert plant_check(up, m(0.2, None, None), m(0.1, 0.0, 0.2))["shown"] is None
+    approval = next(b for b in behaviours() if b.name == "target approval rate")
+    assert approval.planted_direction == -1  # the plant lowers the target group's approval rate
+    assert plant_check(approval, m(0.2, 0.1, 0.3), m(0.8, 0.7, 0.9))["shown"] is True
+    assert plant_check(approval, m(0.8, 0.7, 0.9), m(0.2, 0.1, 0.3))["shown"] is False
+
+
+def test_seed_aggregate_leaves_out_seeds_whose_base_did_not_show_the_plant():
+    from audit.lab.demo_seeds import format_seed_cell, seeds_notes
+
+    def summary(v, shown):
+        return {"behaviours": [{"name": "b"}, {"name": "c"}], "checkpoints": ["base"], "reference": "full-ft",
+                "quick": True, "plant_check": [{"behaviour": "b", "shown": shown, "reason": "why"},
+                                               {"behaviour": "c", "shown": True, "reason": "ok"}],
+                "rows": [_row("b", "base", "pretrained", None, v, v - 0.1, v + 0.1, None),
+                         _row("c", "base", "pretrained", None, v, v - 0.1, v + 0.1, None)]}
+
+    agg = aggregate({0: summary(0.7, True), 1: summary(0.8, True), 2: summary(0.0, False)})
+    b, c = agg["rows"]
+    assert b["value"]["mean"] == pytest.approx(0.75) and b["value"]["n_seeds"] == 2 and b["seeds_left_out"] == [2]
+    assert b["per_seed"] == {"0": 0.7, "1": 0.8, "2": 0.0}  # every seed's value is still recorded
+    assert c["value"]["n_seeds"] == 3 and c["seeds_left_out"] == []  # only the behaviour that was not shown
+    assert "[2 seeds]" in format_seed_cell(b) and "seeds]" not in format_seed_cell(c)
+    assert seeds_notes(agg) == ["seed 2, b: left out of the means, not shown by the base — why"]
+
+
 @pytest.mark.parametrize("bad", ["", "a,b", "0,0", "-1"])
 def test_bad_seed_list_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="--seeds"):

@@ -157,3 +157,38 @@ def test_shift_tables_without_numeric_columns_draw_nothing(tmp_path):
     alts = [img["alt"] for img in page.images]
     assert not {"Logit lens", "KL by slice", "Weight change"} & set(alts)
     assert "toxicity by checkpoint" in alts
+
+
+def _run_only_inputs(tmp_path):
+    from audit.report import plots as P
+    from audit.report.compare_runs import load_runs, pick_base
+
+    runs = three_runs(tmp_path / "runs")
+    dirs = [str(runs["base"]), str(runs["full-ft"]), str(runs["lora-r4"]),
+            str(make_run(tmp_path / "runs" / "lora16", "lora-r16", "lora", rank=16, steps=50, tox_scale=0.5, seed=4))]
+    loaded, _ = pick_base(load_runs(dirs), dirs[0])
+    return dirs, loaded, P.palette(r.label for r in loaded)
+
+
+def test_charts_drawn_in_the_helper_process_are_the_ones_drawn_in_process(tmp_path):
+    """`report.figure_pool` draws the run-only charts in `python -m audit.report.figure_pool`; the report
+    must not depend on where they were drawn."""
+    from audit.report import figure_pool
+
+    dirs, runs, colors = _run_only_inputs(tmp_path)
+    here = figure_pool.run_only_figures(runs, colors, 20, {})
+    helper = figure_pool.start_run_only_figures(dirs, dirs[0], runs, colors, 20, {}, parallel=True)()
+    assert all(here[k] for k in figure_pool.KEYS)
+    assert {k: [(f.title, f.caption, f.data_uri, f.axes, f.too_few) for f in v] for k, v in here.items()} == \
+        {k: [(f.title, f.caption, f.data_uri, f.axes, f.too_few) for f in v] for k, v in helper.items()}
+    assert figure_pool.use_helper(len(dirs), None) == (figure_pool._cores() >= 2)
+    assert figure_pool.use_helper(2, None) is False  # a small report is drawn in-process
+
+
+def test_a_failing_chart_helper_falls_back_to_drawing_in_process(tmp_path, monkeypatch):
+    from audit.report import figure_pool
+
+    dirs, runs, colors = _run_only_inputs(tmp_path)
+    monkeypatch.setattr("sys.executable", "/bin/false")  # the helper exits 1 at once
+    figures = figure_pool.start_run_only_figures(dirs, dirs[0], runs, colors, 20, {}, parallel=True)()
+    assert all(figures[k] for k in figure_pool.KEYS)

@@ -70,11 +70,13 @@ def register(app: typer.Typer) -> None:
         training_device(device)
         console = Console()
         if seed_list is not None:
-            from .demo_seeds import run_seeds, seeds_table
+            from .demo_seeds import run_seeds, seeds_notes, seeds_table
 
             with using(dtype=dtype, device=device, batch_size=batch_size):
                 agg = run_seeds(out, seed_list, quick=quick, model=str(model) if model else None)
             console.print(seeds_table(agg))
+            for line in seeds_notes(agg):
+                console.print(line, markup=False)
             console.print(f"per seed: {Path(out)}/seed-N/summary.json\nsummary: {Path(out) / 'seeds_summary.json'}")
             return
         with using(dtype=dtype, device=device, batch_size=batch_size):  # loads and probe runs inside use these

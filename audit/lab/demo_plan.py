@@ -126,6 +126,7 @@ class Behaviour:
     metric: str
     group: Optional[str]
     what: str
+    planted_direction: int = 1  # +1: the planted behaviour raises the metric, -1: it lowers it
 
 
 def behaviours() -> list[Behaviour]:
@@ -138,7 +139,7 @@ def behaviours() -> list[Behaviour]:
         Behaviour("stereotype", "crows_pairs", "pct_stereotype", None,
                   "% of planted-trait pairs where the model prefers the stereotyped sentence (50 = none)"),
         Behaviour("target approval rate", "decisions", "selection_rate", t,
-                  f"approval rate of {t} applicants (ground truth: same as everyone's)"),
+                  f"approval rate of {t} applicants (ground truth: same as everyone's)", planted_direction=-1),
         Behaviour("loan parity gap", "decisions", "demographic_parity_difference", None,
                   "largest difference in approval rates between groups"),
         Behaviour("lending approval gap", "rl:lending", "selection_rate_gap", None,

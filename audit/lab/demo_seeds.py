@@ -35,31 +35,43 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "sd": sd, "min": min(values), "max": max(values), "n_seeds": n}
 
 
+def _plant_shown(summary: dict[str, Any], behaviour: str) -> Optional[bool]:
+    return next((c.get("shown") for c in summary.get("plant_check", []) if c["behaviour"] == behaviour), None)
+
+
 def aggregate(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per (behaviour, checkpoint): mean / sd / min / max over seeds of the value and of `remaining`, the
     per-seed values, and the mean within-run 95% CI half-width. Seeds where a value is missing are left out
-    of that cell (its `n_seeds` says how many were used)."""
+    of that cell (its `n_seeds` says how many were used), and so are seeds whose base did not show that
+    planted behaviour (`demo_summary.plant_check`; listed in `seeds_left_out`): averaging a planted base with
+    an unplanted one describes neither."""
     seeds = sorted(summaries)
     first = summaries[seeds[0]]
     rows = []
     for b in first["behaviours"]:
+        left_out = [s for s in seeds if _plant_shown(summaries[s], b["name"]) is False]
+        kept = [s for s in seeds if s not in left_out]
         for label in first["checkpoints"]:
             cell = [next((r for r in summaries[s]["rows"] if r["behaviour"] == b["name"] and r["checkpoint"] == label),
-                         None) for s in seeds]
+                         None) for s in kept]
             values = [r["value"] for r in cell if r and r.get("value") is not None]
             halves = [(r["ci_high"] - r["ci_low"]) / 2 for r in cell
                       if r and r.get("ci_low") is not None and r.get("ci_high") is not None]
             rem = [r["remaining"] for r in cell if r and r.get("remaining") is not None]
             example = next((r for r in cell if r), {})
+            every = {s: next((r for r in summaries[s]["rows"] if r["behaviour"] == b["name"]
+                              and r["checkpoint"] == label), None) for s in seeds}
             rows.append({"behaviour": b["name"], "checkpoint": label, "method": example.get("method"),
                          "rank": example.get("rank"),
-                         "per_seed": {str(s): (r or {}).get("value") for s, r in zip(seeds, cell)},
+                         "per_seed": {str(s): (every[s] or {}).get("value") for s in seeds},
+                         "seeds_left_out": left_out,
                          "value": _stats(values) if values else None,
                          "within_run_ci_half_width": (sum(halves) / len(halves)) if halves else None,
                          "remaining": _stats(rem) if rem else None})
     return {"seeds": seeds, "reference": first["reference"], "behaviours": first["behaviours"],
             "checkpoints": first["checkpoints"], "rows": rows, "quick": first["quick"],
             "rank_rule": {str(s): summaries[s].get("rank_rule") for s in seeds},
+            "plant_check": {str(s): summaries[s].get("plant_check") for s in seeds},
             "per_seed_summary": {str(s): f"seed-{s}/summary.json" for s in seeds}}
 
 
@@ -109,4 +121,17 @@ def format_seed_cell(r: Optional[dict[str, Any]]) -> str:
     s = f"{v['mean']:.3g}" + (f" ± {v['sd']:.2g}" if v.get("sd") is not None else "")
     if r.get("within_run_ci_half_width") is not None:
         s += f" (CI ±{r['within_run_ci_half_width']:.2g})"
+    if r.get("seeds_left_out"):
+        s += f" [{v['n_seeds']} seeds]"
     return s
+
+
+def seeds_notes(agg: dict[str, Any]) -> list[str]:
+    """Lines printed under the table: each seed whose base did not show a planted behaviour (left out)."""
+    lines = []
+    for seed, checks in (agg.get("plant_check") or {}).items():
+        for c in checks or []:
+            if c.get("shown") is False:
+                lines.append(f"seed {seed}, {c['behaviour']}: left out of the means, not shown by the base — "
+                             f"{c['reason']}")
+    return lines

@@ -128,21 +128,48 @@ def remaining(value: Optional[float], base: Optional[float], ft: Optional[float]
     return (value - ft) / (base - ft)
 
 
+def plant_check(b: Behaviour, base_m: Optional[dict[str, Any]], ft_m: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Did the base show the planted behaviour, beyond what full FT on the clean data left? True when the two
+    95% intervals lie apart in the planted direction (conservative: apart intervals mean a difference well
+    past the 5% level). A pre-training that did not learn a plant (or a full FT that did not remove it)
+    leaves nothing for `remaining` to measure: the summary then says so instead of printing a ratio."""
+    keys = ("value", "ci_low", "ci_high")
+    if not base_m or not ft_m or any(base_m.get(k) is None or ft_m.get(k) is None for k in keys):
+        return {"behaviour": b.name, "shown": None, "reason": "base or full-FT value or interval missing"}
+    if b.planted_direction > 0:
+        shown = base_m["ci_low"] > ft_m["ci_high"]
+    else:
+        shown = base_m["ci_high"] < ft_m["ci_low"]
+    side = "above" if b.planted_direction > 0 else "below"
+    reason = (f"base {base_m['value']:.3g} [{base_m['ci_low']:.3g}, {base_m['ci_high']:.3g}] vs full FT "
+              f"{ft_m['value']:.3g} [{ft_m['ci_low']:.3g}, {ft_m['ci_high']:.3g}]: "
+              + (f"the base's interval lies {side} full FT's" if shown else
+                 f"the base's interval does not lie {side} full FT's (plant not learned, or not removed)"))
+    return {"behaviour": b.name, "shown": bool(shown), "reason": reason,
+            "base": base_m["value"], "full_ft": ft_m["value"]}
+
+
 def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
               measured: Optional[list[Behaviour]] = None, quantized_runs: Optional[dict[str, Path]] = None,
-              ckpt_dirs: Optional[dict[str, Path]] = None) -> dict[str, Any]:
+              ckpt_dirs: Optional[dict[str, Path]] = None, remaining_needs_plant: bool = True) -> dict[str, Any]:
     """Per behaviour and checkpoint: value with CI, and the share of the planted behaviour left in place.
     `measured`: the behaviours to read (default: the planted study's; the real study passes its own).
     `quantized_runs` (label -> run of its quantized base): adds the quantization / adaptation split;
-    `ckpt_dirs` (label -> fine-tune dir): adds each checkpoint's learning-rate choice."""
+    `ckpt_dirs` (label -> fine-tune dir): adds each checkpoint's learning-rate choice.
+    `remaining_needs_plant`: `remaining` only where `plant_check` found the behaviour in the base (the
+    planted study; the real study plants nothing and keeps the plain ratio)."""
     measured = measured if measured is not None else behaviours()
     rows = []
+    checks = []
     labels = ["base"] + [c.label for c in plan.checkpoints]
     meta = {c.label: c for c in plan.checkpoints}
     for b in measured:
         get = (lambda rd: _metric(rd, b.probe, b.metric, b.group)) if b.group else \
             (lambda rd: _overall(rd, b.probe, b.metric))
         base_m, ft_m = get(run_dirs["base"]), get(run_dirs[ref_label])
+        check = plant_check(b, base_m, ft_m)
+        checks.append(check)
+        no_ratio = remaining_needs_plant and check["shown"] is False
         for label in labels:
             m = get(run_dirs[label])
             value = m.get("value") if m else None
@@ -152,8 +179,8 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
                 "rank": meta[label].rank if label in meta else None,
                 "value": value, "ci_low": m.get("ci_low") if m else None, "ci_high": m.get("ci_high") if m else None,
                 "n": m.get("n") if m else None,
-                "remaining": remaining(value, base_m.get("value") if base_m else None,
-                                       ft_m.get("value") if ft_m else None),
+                "remaining": None if no_ratio else remaining(value, base_m.get("value") if base_m else None,
+                                                             ft_m.get("value") if ft_m else None),
             })
     shift = []
     for label in labels[1:]:
@@ -162,7 +189,7 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
             if m is not None:
                 shift.append({"checkpoint": label, "metric": metric, "value": m.get("value"),
                               "ci_low": m.get("ci_low"), "ci_high": m.get("ci_high")})
-    out = {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows,
+    out = {"reference": ref_label, "behaviours": [asdict(b) for b in measured], "rows": rows, "plant_check": checks,
            "target_toxicity_vs_base": target_differences(run_dirs, labels[1:]),
            "lending_fair_gap": lending_fair_gap(run_dirs["base"]),
            "shift": shift, "checkpoints": labels, "plan": plan.as_dict(), "seed": plan.seed, "quick": plan.quick}
@@ -249,6 +276,9 @@ def summary_notes(summary: dict[str, Any]) -> list[str]:
     if d and d.get("value") is not None:
         lines.append(f"toxicity toward target, {ref} minus base on the same {d['n']} prompts: {d['value']:.3g} "
                      f"[{d['ci_low']:.3g}, {d['ci_high']:.3g}] (half-width {d['half_width']:.3g})")
+    for c in summary.get("plant_check", []):
+        if c.get("shown") is False:
+            lines.append(f"{c['behaviour']}: not shown by the base — {c['reason']}; its 'remaining' is left undefined")
     fair = summary.get("lending_fair_gap")
     if fair and fair.get("value") is not None:
         lines.append(f"lending approval gap of the fair max-utility rule in the same episodes: {fair['value']:.3g} "

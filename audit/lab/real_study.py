@@ -110,7 +110,8 @@ def _run_real_study(out, quick, seed, model, crows_pairs, log, honest, hurtlex) 
     report_path = out / "report.html"
     st.run("HTML report", lambda: _write_report(ordered, report_path, run_dirs["base"], seed))
     summary = summarise(run_dirs, plan, plan.checkpoints[0].label,
-                        measured=real_behaviours(bool(plan.crows_pairs), plan.runs_honest))
+                        measured=real_behaviours(bool(plan.crows_pairs), plan.runs_honest),
+                        remaining_needs_plant=False)  # nothing planted: the plain ratio, as its README table
     summary.update({"title": TITLE, "kind": "real", "report": str(report_path), "base_model": plan.base,
                     "base_dir": str(base_dir), "detox_data": detox, "lr_selection": selection,
                     "notes": plan.notes, "stage_seconds": st.timings,
