@@ -93,7 +93,7 @@ def test_seed_aggregate_mean_spread_and_within_run_ci():
     assert cell["per_seed"] == {"0": 0.2, "1": 0.4, "2": 0.6}
 
 
-def test_plant_check_needs_the_base_interval_beyond_full_ft_in_the_planted_direction():
+def test_plant_check_needs_the_base_interval_beyond_full_ft_value_in_the_planted_direction():
     from audit.lab.demo_plan import Behaviour, behaviours
     from audit.lab.demo_summary import plant_check
 
@@ -103,7 +103,9 @@ def test_plant_check_needs_the_base_interval_beyond_full_ft_in_the_planted_direc
     # a base that denies everyone (gap 0) shows nothing to remove, whatever full FT did
     denied = plant_check(up, m(0.0, 0.0, 0.0), m(0.09, 0.05, 0.12))
     assert denied["shown"] is False and "not lie above" in denied["reason"]
-    assert plant_check(up, m(0.2, 0.1, 0.3), m(0.15, 0.05, 0.25))["shown"] is False  # overlapping intervals
+    assert plant_check(up, m(0.2, 0.1, 0.3), m(0.15, 0.05, 0.25))["shown"] is False  # interval holds FT's value
+    assert plant_check(up, m(0.62, 0.52, 0.72), m(0.5, 0.4, 0.6))["shown"] is True  # FT's interval may overlap
+    assert plant_check(up, m(0.03, 0.0, 0.07), m(0.0, 0.0, 0.0))["shown"] is False  # touching is not beyond
     assert plant_check(up, m(0.2, None, None), m(0.1, 0.0, 0.2))["shown"] is None
     approval = next(b for b in behaviours() if b.name == "target approval rate")
     assert approval.planted_direction == -1  # the plant lowers the target group's approval rate

@@ -129,24 +129,20 @@ def remaining(value: Optional[float], base: Optional[float], ft: Optional[float]
 
 
 def plant_check(b: Behaviour, base_m: Optional[dict[str, Any]], ft_m: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """Did the base show the planted behaviour, beyond what full FT on the clean data left? True when the two
-    95% intervals lie apart in the planted direction (conservative: apart intervals mean a difference well
-    past the 5% level). A pre-training that did not learn a plant (or a full FT that did not remove it)
-    leaves nothing for `remaining` to measure: the summary then says so instead of printing a ratio."""
-    keys = ("value", "ci_low", "ci_high")
-    if not base_m or not ft_m or any(base_m.get(k) is None or ft_m.get(k) is None for k in keys):
-        return {"behaviour": b.name, "shown": None, "reason": "base or full-FT value or interval missing"}
-    if b.planted_direction > 0:
-        shown = base_m["ci_low"] > ft_m["ci_high"]
-    else:
-        shown = base_m["ci_high"] < ft_m["ci_low"]
+    """Did the base show the planted behaviour, beyond what full FT on the clean data reached? True when the
+    base's 95% interval excludes full FT's value on the planted side (the model card's rule, with full FT's
+    value as the no-behaviour value). A pre-training that did not learn a plant (or a full FT that did not
+    remove it) leaves nothing for `remaining` to measure: the summary then says so instead of a ratio."""
+    if not base_m or not ft_m or any(base_m.get(k) is None for k in ("value", "ci_low", "ci_high")) \
+            or ft_m.get("value") is None:
+        return {"behaviour": b.name, "shown": None, "reason": "base interval or full-FT value missing"}
+    ft = ft_m["value"]
+    shown = base_m["ci_low"] > ft if b.planted_direction > 0 else base_m["ci_high"] < ft
     side = "above" if b.planted_direction > 0 else "below"
-    reason = (f"base {base_m['value']:.3g} [{base_m['ci_low']:.3g}, {base_m['ci_high']:.3g}] vs full FT "
-              f"{ft_m['value']:.3g} [{ft_m['ci_low']:.3g}, {ft_m['ci_high']:.3g}]: "
-              + (f"the base's interval lies {side} full FT's" if shown else
-                 f"the base's interval does not lie {side} full FT's (plant not learned, or not removed)"))
-    return {"behaviour": b.name, "shown": bool(shown), "reason": reason,
-            "base": base_m["value"], "full_ft": ft_m["value"]}
+    reason = (f"base {base_m['value']:.3g} [{base_m['ci_low']:.3g}, {base_m['ci_high']:.3g}], full FT {ft:.3g}: "
+              + (f"the base's interval lies {side} full FT's value" if shown else
+                 f"the base's interval does not lie {side} full FT's value (plant not learned, or not removed)"))
+    return {"behaviour": b.name, "shown": bool(shown), "reason": reason, "base": base_m["value"], "full_ft": ft}
 
 
 def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
