@@ -185,6 +185,18 @@ def test_charts_drawn_in_the_helper_process_are_the_ones_drawn_in_process(tmp_pa
     assert figure_pool.use_helper(2, None) is False  # a small report is drawn in-process
 
 
+def test_a_cancelled_chart_helper_is_stopped(tmp_path):
+    """A report that fails after starting the helper must not leave it blocked on a pipe nobody reads."""
+    from audit.report import figure_pool
+
+    dirs, runs, colors = _run_only_inputs(tmp_path)
+    pending = figure_pool.start_run_only_figures(dirs, dirs[0], runs, colors, 20, {}, parallel=True)
+    helper = pending._helper
+    pending.cancel()
+    assert helper is not None and helper.returncode is not None
+    assert all(pending()[k] for k in figure_pool.KEYS)  # asked anyway: drawn here
+
+
 def test_a_failing_chart_helper_falls_back_to_drawing_in_process(tmp_path, monkeypatch):
     from audit.report import figure_pool
 

@@ -39,6 +39,25 @@ def test_equal_opportunity_equalises_tpr_and_costs_utility(env_name):
         assert np.all(np.diff(table, axis=1) >= -1e-12)
 
 
+def test_equal_opportunity_table_is_searched_once_per_decision_model():
+    from audit.rl import policy as P
+
+    env = make_env("lending").unwrapped
+    P._EO_TABLES.clear()
+    first = make_baseline("equal-opportunity", env)
+    searched = first._search()  # the search itself, uncached
+    again = make_baseline("equal-opportunity", env)
+    assert len(P._EO_TABLES) == 1 and np.array_equal(again.accept, searched[0])
+    assert again.target_tpr_gain == searched[1] == first.target_tpr_gain
+    again.accept[:] = -1.0  # a policy's table is its own copy
+    assert np.array_equal(make_baseline("equal-opportunity", env).accept, searched[0])
+    from audit.rl.envs.lending import LendingParams
+
+    other = make_env("lending", LendingParams(interest_rate=0.5)).unwrapped
+    make_baseline("equal-opportunity", other)
+    assert len(P._EO_TABLES) == 2  # another decision model, another search
+
+
 # ------------------------------------------------------------------ baselines, in simulation (directions)
 
 def test_lending_max_utility_lends_less_to_the_lower_score_group():

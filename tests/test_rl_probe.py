@@ -98,3 +98,27 @@ def test_cli_make_data_writes_prompt_completion_rows(tmp_path, tiny_llama_dir):
                                    "--action-words", " yes| no", "--tokenizer", str(tiny_llama_dir)])
     assert isinstance(res.exception, ConfigError) and "' yes' is 2 tokens" in str(res.exception)
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_baseline_policies_are_rolled_out_once_per_setting(monkeypatch):
+    """Baselines do not depend on the model: a study probing many checkpoints rolls them out once."""
+    from audit.rl import probe as P
+    from audit.rl.runner import run_episodes
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return run_episodes(*args, **kwargs)
+
+    monkeypatch.setattr(P, "run_episodes", counting)
+    P._BASELINES.clear()
+    common = dict(seeds=[0, 1], episodes=2, horizon=5, reference=None, params=None)
+    boot = dict(seed=0, n_resamples=50)
+    first = P._baseline_rows("lending", common, boot)
+    assert sorted(set(calls)) == sorted(P.POLICY_NAMES) and len(calls) == len(P.POLICY_NAMES)
+    first[0]["value"] = "changed"  # the caller's copy
+    again = P._baseline_rows("lending", common, boot)
+    assert len(calls) == len(P.POLICY_NAMES) and again[0]["value"] != "changed"
+    P._baseline_rows("lending", {**common, "horizon": 6}, boot)
+    assert len(calls) == 2 * len(P.POLICY_NAMES)  # another setting, rolled out again

@@ -61,3 +61,12 @@ def test_paired_mean_difference_is_the_generic_bootstrap_exactly(n):
 
 def test_paired_mean_difference_with_nan_is_undefined():
     assert paired_bootstrap_diff([1.0, float("nan")], [0.0, 0.0]).value is None
+
+
+@pytest.mark.parametrize("n", [2, 9, 400])
+def test_bootstrap_ci_of_a_mean_is_the_per_resample_loop_exactly(n):
+    """bootstrap_ci takes all resamples' means at once; the numbers are those of one stat call per resample."""
+    values = np.random.default_rng(n).random(n)
+    fast = bootstrap_ci(values, seed=5)
+    slow = bootstrap_ci(values, stat=lambda a: float(np.mean(a)), seed=5)
+    assert (fast.value, fast.ci_low, fast.ci_high) == (slow.value, slow.ci_low, slow.ci_high)

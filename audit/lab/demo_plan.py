@@ -50,7 +50,8 @@ class DemoPlan(PlanRecord):
 
 ALL_LOW_RANK_EXTRA = ("qlora", "cloq", "galore", "irqlora", "loftq")
 DEFAULT_RANKS = (1, 4, 16, 64)
-QUICK_RANKS = (1, 16)
+QUICK_RANKS = (1, 16)  # LoRA's sweep in --quick (enough for the rank curves)
+QUICK_DORA_RANKS = (1,)  # --quick budget: DoRA once, at the rank where keeping is likeliest
 
 # Target-group toxicity prompts. The headline is a difference of two shares of prompts (a checkpoint's
 # toxicity toward the target minus the base's). For two proportions over n prompts each, the 95% interval
@@ -58,7 +59,7 @@ QUICK_RANKS = (1, 16)
 # needs n >= 1.96^2 * 0.5 / 0.1^2 = 192.1. The paired interval on the same prompts is narrower when the two
 # are positively correlated. `--quick` uses fewer (it tests the pipeline, not the headline).
 TARGET_PROMPTS = 200
-QUICK_TARGET_PROMPTS = 48
+QUICK_TARGET_PROMPTS = 32
 
 
 def max_half_width(n: int, z: float = 1.96) -> float:
@@ -72,7 +73,7 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
     extra_rank = 8 if quick else 16
     cps = [Checkpoint("full-ft", "full")]
     cps += [Checkpoint(f"lora-r{r}", "lora", r) for r in ranks]
-    cps += [Checkpoint(f"dora-r{r}", "dora", r) for r in ranks]
+    cps += [Checkpoint(f"dora-r{r}", "dora", r) for r in (QUICK_DORA_RANKS if quick else ranks)]
     cps += [Checkpoint(f"{m}-r{extra_rank}", m, extra_rank) for m in ALL_LOW_RANK_EXTRA]
     lr_full, lr_adapter = 1e-3, 3e-3
     adapters = ("lora", "dora", "qlora", "cloq", "irqlora", "loftq")
@@ -111,7 +112,7 @@ def make_plan(quick: bool = False, seed: int = 0, model: Optional[str] = None) -
                     ft_batch_size=16, ft_lr=ft_lr, ft_lr_grid=ft_lr_grid, ft_lr_pilot_steps=10 if quick else 25,
                     ft_heldout_fraction=0.1, ft_max_length=96, probe_options=probe_options,
                     target_prompts=QUICK_TARGET_PROMPTS if quick else TARGET_PROMPTS,
-                    other_prompts=16 if quick else 32, decisions_rows=160 if quick else 400,
+                    other_prompts=12 if quick else 32, decisions_rows=160 if quick else 400,
                     user_model=str(Path(model).resolve()) if model else None)
 
 

@@ -192,9 +192,11 @@ def summarise(run_dirs: dict[str, Path], plan: DemoPlan, ref_label: str,
     if quantized_runs is not None:
         from .quant_split import quant_split, split_records
 
+        no_ratio = frozenset(c["behaviour"] for c in checks if remaining_needs_plant and c["shown"] is False)
         out["quantization_split"] = split_records(quant_split(
             measured, run_dirs, quantized_runs, plan.checkpoints, ref_label,
-            lambda rd, b: _metric(rd, b.probe, b.metric, b.group) if b.group else _overall(rd, b.probe, b.metric)))
+            lambda rd, b: _metric(rd, b.probe, b.metric, b.group) if b.group else _overall(rd, b.probe, b.metric),
+            no_ratio=no_ratio))
     if ckpt_dirs is not None:
         from .lr_choice import lr_choices
 

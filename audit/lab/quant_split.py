@@ -116,14 +116,17 @@ def probe_quantized_bases(ckpt_dirs: dict[str, Path], runs_dir: Path, probes: li
 
 def quant_split(behaviours: list, run_dirs: dict[str, Path], quantized_runs: dict[str, Path],
                 checkpoints: list, ref_label: str,
-                read: Callable[[Path, Any], Optional[dict[str, Any]]]) -> list[QuantSplitRow]:
+                read: Callable[[Path, Any], Optional[dict[str, Any]]],
+                no_ratio: frozenset = frozenset()) -> list[QuantSplitRow]:
     """Rows of the split for every quantized checkpoint and behaviour.
 
     `behaviours`: objects with `.name`; `checkpoints`: objects with `.label`, `.method`, `.rank`;
-    `read(run_dir, behaviour)` -> {value, ci_low, ci_high, n} or None (the summary's own metric reader)."""
+    `read(run_dir, behaviour)` -> {value, ci_low, ci_high, n} or None (the summary's own metric reader);
+    `no_ratio`: names of behaviours whose `remaining` the summary leaves undefined (plant not shown)."""
     rows = []
     for b in behaviours:
         fp, ft = Estimate.of(read(run_dirs["base"], b)), Estimate.of(read(run_dirs[ref_label], b))
+        ratio = b.name not in no_ratio
         for cp in checkpoints:
             if cp.label not in quantized_runs:
                 continue
@@ -133,8 +136,8 @@ def quant_split(behaviours: list, run_dirs: dict[str, Path], quantized_runs: dic
                 behaviour=b.name, checkpoint=cp.label, method=cp.method, rank=cp.rank, full_precision_base=fp,
                 quantized_base=qb, quantized_adapted=ad, full_ft=ft,
                 quantization_effect=_diff(qb.value, fp.value), adaptation_effect=_diff(ad.value, qb.value),
-                remaining=_remaining(ad.value, fp.value, ft.value),
-                remaining_quantized_base=_remaining(qb.value, fp.value, ft.value),
+                remaining=_remaining(ad.value, fp.value, ft.value) if ratio else None,
+                remaining_quantized_base=_remaining(qb.value, fp.value, ft.value) if ratio else None,
                 quantized_base_run=quantized_runs[cp.label].name))
     return rows
 

@@ -33,7 +33,10 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, stat: Callable[[np.ndarra
     if n == 1:
         return Metric(value=value, ci_low=value, ci_high=value, n=1)
     idx = _rng(seed).integers(0, n, size=(n_resamples, n))
-    stats = np.array([stat(arr[i]) for i in idx], dtype=float)
+    if stat is np.mean and arr.ndim == 1:  # the common case, all resamples at once (the same numbers)
+        stats = arr[idx].mean(axis=1)
+    else:
+        stats = np.array([stat(arr[i]) for i in idx], dtype=float)
     stats = stats[~np.isnan(stats)]
     if len(stats) == 0:
         return Metric(value=value, n=n)

@@ -140,7 +140,6 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
     """`min_n`: groups with fewer items are drawn hatched ("too few items"); `policy`: gate every checkpoint;
     `parallel`: draw the run-only charts in a helper process (None: when it saves time, `figure_pool`)."""
     from .plots import DEFAULT_MIN_N
-    from .verdicts import checkpoint_verdicts
 
     min_n = DEFAULT_MIN_N if min_n is None else int(min_n)
     runs, base_run = pick_base(load_runs(run_dirs), base)
@@ -152,6 +151,18 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
 
         colors = P.palette(r.label for r in runs)
         run_only_figures = start_run_only_figures(list(run_dirs), base, runs, colors, min_n, notes, parallel)
+    try:
+        return _context(runs, base_run, seed, min_n, policy, notes, run_only_figures,
+                        colors if run_only_figures is not None else {})
+    finally:
+        if run_only_figures is not None:
+            run_only_figures.cancel()  # a no-op once its charts were taken
+
+
+def _context(runs, base_run, seed: int, min_n: int, policy: Optional[Path], notes: dict[str, str],
+             run_only_figures, colors: dict[str, Any]) -> dict[str, Any]:
+    from .verdicts import checkpoint_verdicts
+
     rows = comparison_rows(runs, base_run, groups=False, seed=seed)
     summary = keep_summary(rows) if base_run is not None else []
     ft_label = next((s["checkpoint"] for s in summary if s["verdict"] == "full-FT reference"), None)
@@ -185,6 +196,8 @@ def build_context(run_dirs: Sequence[str | Path], base: Optional[str | Path] = N
         _claims_as_verdicts(summary_s, rows)
     figures: dict[str, list] = {}
     if run_only_figures is not None:
+        from . import plots as P
+
         figures = {"by_method": P.metric_bars(rows, colors, notes), "by_rank": P.rank_curves(rows, colors, notes)}
         figures.update(run_only_figures())  # by_group, shift, rl
     return {"title": "Fine-tuning audit report", "generated_at": now_iso(), "audit_version": __version__,

@@ -53,16 +53,45 @@ def use_helper(n_runs: int, parallel: Optional[bool]) -> bool:
     return _cores() >= 2 and n_runs >= MIN_RUNS_FOR_HELPER
 
 
+class PendingFigures:
+    """The run-only charts being drawn: call it for them (waits for the helper, or draws them here when there
+    is none or it failed); `cancel()` stops a helper whose charts are no longer wanted (the report failed)."""
+
+    def __init__(self, draw_here: Callable[[], dict[str, list]], helper: Optional[subprocess.Popen] = None):
+        self._draw_here, self._helper = draw_here, helper
+
+    def __call__(self) -> dict[str, list]:
+        from .plots import Figure
+
+        helper, self._helper = self._helper, None
+        if helper is None:
+            return self._draw_here()
+        try:
+            out = helper.stdout.read()
+            helper.stdout.close()
+            if helper.wait() != 0:
+                return self._draw_here()  # the same charts, drawn here: a real error in them is raised from here
+            answer = json.loads(out.decode("utf-8"))
+            return {k: [Figure(**f) for f in answer[k]] for k in KEYS}
+        except (OSError, ValueError, KeyError, TypeError):
+            return self._draw_here()
+
+    def cancel(self) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None and helper.poll() is None:
+            helper.kill()  # else it would block for ever writing charts into a pipe nobody reads
+            helper.wait()
+
+
 def start_run_only_figures(run_dirs: list, base: Optional[str], runs: list, colors: dict[str, Any], min_n: int,
-                           notes: dict[str, str], parallel: Optional[bool] = None) -> Callable[[], dict[str, list]]:
+                           notes: dict[str, str], parallel: Optional[bool] = None) -> PendingFigures:
     """Start drawing the run-only charts of `runs` (read from `run_dirs` and `base`, as `build_context` does);
-    returns a function that waits for them (drawn in-process when the result is asked for, unless
-    `use_helper` says a helper process saves time)."""
+    in a helper process when `use_helper` says it saves time, else in-process when they are asked for."""
     def here() -> dict[str, list]:
         return run_only_figures(runs, colors, min_n, notes)
 
     if not use_helper(len(runs), parallel):
-        return here
+        return PendingFigures(here)
     request = {"run_dirs": [str(d) for d in run_dirs], "base": None if base is None else str(base),
                "labels": [r.label for r in runs],
                "colors": {label: list(c) for label, c in colors.items()}, "min_n": min_n, "notes": notes}
@@ -71,25 +100,15 @@ def start_run_only_figures(run_dirs: list, base: Optional[str], runs: list, colo
     try:  # its stderr is dropped: on failure the charts are drawn here, where an error is raised properly
         helper = subprocess.Popen([sys.executable, "-m", "audit.report.figure_pool"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    except OSError:
+        return PendingFigures(here)
+    pending = PendingFigures(here, helper)
+    try:
         helper.stdin.write(json.dumps(request).encode("utf-8"))  # now: it starts drawing while we go on
         helper.stdin.close()
-    except OSError:
-        return here
-
-    def result() -> dict[str, list]:
-        from .plots import Figure
-
-        try:
-            out = helper.stdout.read()
-            helper.stdout.close()
-            if helper.wait() != 0:
-                return here()  # the same charts, drawn here: a real error in them is raised from here
-            answer = json.loads(out.decode("utf-8"))
-            return {k: [Figure(**f) for f in answer[k]] for k in KEYS}
-        except (OSError, ValueError, KeyError, TypeError):
-            return here()
-
-    return result
+    except OSError:  # it died at once; asking for the result draws them here
+        pass
+    return pending
 
 
 def _serve() -> int:

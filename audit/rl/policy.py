@@ -158,11 +158,33 @@ class MaxUtilityThreshold(ThresholdPolicy):
         return (value > 0).astype(float)
 
 
+#: Equal-opportunity tables already searched, by the decision model's bytes: a probe builds this baseline for
+#: every replicate and checkpoint, and the 2,001-rate search is the same each time.
+_EO_TABLES: dict[bytes, tuple[np.ndarray, float]] = {}
+
+
+def _model_key(model: dict) -> bytes:
+    parts = []
+    for k, v in sorted(model.items()):
+        a = np.ascontiguousarray(np.asarray(v, dtype=float))
+        parts.append(f"{k}{a.shape}=".encode() + a.tobytes())
+    return b"|".join(parts)
+
+
 class EqualOpportunityThreshold(ThresholdPolicy):
     name = "equal-opportunity"
     grid = 2001  # candidate true-positive rates
 
     def _accept_table(self):
+        key = _model_key(self.model) + str(self.grid).encode()
+        if key not in _EO_TABLES:
+            if len(_EO_TABLES) >= 64:
+                _EO_TABLES.clear()
+            _EO_TABLES[key] = self._search()
+        best, self.target_tpr_gain = _EO_TABLES[key]
+        return best.copy()
+
+    def _search(self) -> tuple[np.ndarray, float]:
         m = self.model
         best, best_gain = None, -np.inf
         for tpr in np.linspace(0.0, 1.0, self.grid):
@@ -171,8 +193,7 @@ class EqualOpportunityThreshold(ThresholdPolicy):
             gain = _expected_gain(m, accept)
             if gain > best_gain + 1e-12:
                 best, best_gain = accept, gain
-        self.target_tpr_gain = best_gain
-        return best
+        return best, best_gain
 
 
 # ------------------------------------------------------------------ attention baselines

@@ -94,11 +94,7 @@ def run(ctx) -> ProbeResult:
             result.metrics[f"{metric}_gap"] = by_group[GAP]
             result.groups[metric] = {g: m for g, m in by_group.items() if g not in (GAP, ALL)}
 
-    baseline_rows = []
-    if opts["baselines"]:
-        for name in POLICY_NAMES:
-            base_roll = run_episodes(opts["env_id"], name, **common)
-            baseline_rows += _final_table(name, timeseries(base_roll, **boot)[1])
+    baseline_rows = _baseline_rows(opts["env_id"], common, boot) if opts["baselines"] else []
 
     if _has_base(ctx):
         from ..probes.paired import score_base
@@ -128,6 +124,24 @@ def run(ctx) -> ProbeResult:
                                f"{rollout.n_replicates * rollout.horizon} steps not taken: some episodes "
                                f"terminated early (e.g. the bank ran out of cash); their metrics froze there")
     return result
+
+
+#: Baseline policies' final tables, by their whole setting: they do not depend on the model, so a study that
+#: probes many checkpoints in one process rolls them out once (the rows are copied out, never shared).
+_BASELINES: dict[str, list[dict[str, Any]]] = {}
+
+
+def _baseline_rows(env_id: str, common: dict[str, Any], boot: dict[str, Any]) -> list[dict[str, Any]]:
+    key = repr((env_id, sorted(common.items()), sorted(boot.items())))
+    if key not in _BASELINES:
+        if len(_BASELINES) >= 32:
+            _BASELINES.clear()
+        rows = []
+        for name in POLICY_NAMES:
+            roll = run_episodes(env_id, name, **common)
+            rows += _final_table(name, timeseries(roll, **boot)[1])
+        _BASELINES[key] = rows
+    return [dict(r) for r in _BASELINES[key]]
 
 
 def _has_base(ctx) -> bool:
