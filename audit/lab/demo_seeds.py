@@ -52,15 +52,14 @@ def aggregate(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
         left_out = [s for s in seeds if _plant_shown(summaries[s], b["name"]) is False]
         kept = [s for s in seeds if s not in left_out]
         for label in first["checkpoints"]:
-            cell = [next((r for r in summaries[s]["rows"] if r["behaviour"] == b["name"] and r["checkpoint"] == label),
-                         None) for s in kept]
+            every = {s: next((r for r in summaries[s]["rows"] if r["behaviour"] == b["name"]
+                              and r["checkpoint"] == label), None) for s in seeds}
+            cell = [every[s] for s in kept]
             values = [r["value"] for r in cell if r and r.get("value") is not None]
             halves = [(r["ci_high"] - r["ci_low"]) / 2 for r in cell
                       if r and r.get("ci_low") is not None and r.get("ci_high") is not None]
             rem = [r["remaining"] for r in cell if r and r.get("remaining") is not None]
             example = next((r for r in cell if r), {})
-            every = {s: next((r for r in summaries[s]["rows"] if r["behaviour"] == b["name"]
-                              and r["checkpoint"] == label), None) for s in seeds}
             rows.append({"behaviour": b["name"], "checkpoint": label, "method": example.get("method"),
                          "rank": example.get("rank"),
                          "per_seed": {str(s): (every[s] or {}).get("value") for s in seeds},
